@@ -1,0 +1,24 @@
+"""jaxdyn: a JAX toolkit for studying how neural networks learn.
+
+Public API, re-exported from the modules that define it:
+
+- `linearize`, `taylor_expand`: Taylor models of `apply_fn(params, x)` in its parameters.
+- `empirical_ntk`, `ntk_fn`, `ntk_by_group`, `ntk_by_group_fn`, `ntk_cost`, `param_groups`:
+  the empirical neural tangent kernel.
+- `dynamics`: closed-form MSE training dynamics (`dynamics.mse`).
+- `from_linen`, `from_nnx`, `from_stax`, `as_model`: turn flax and stax models into
+  `apply_fn(params, x)`.
+"""
+from jaxdyn import dynamics
+from jaxdyn.linearize import linearize, taylor_expand
+from jaxdyn.models import as_model, from_linen, from_nnx, from_stax
+from jaxdyn.ntk import (NTKCost, empirical_ntk, ntk_by_group, ntk_by_group_fn, ntk_cost,
+                        ntk_fn, param_groups)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NTKCost", "as_model", "dynamics", "empirical_ntk", "from_linen", "from_nnx", "from_stax",
+    "linearize", "ntk_by_group", "ntk_by_group_fn", "ntk_cost", "ntk_fn", "param_groups",
+    "taylor_expand",
+]

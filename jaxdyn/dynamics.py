@@ -1,0 +1,1009 @@
+"""Closed-form MSE training dynamics of linearized networks.
+
+A network linearized around its initial parameters ``theta_0``,
+``f(x, theta) = f(x, theta_0) + J(x) (theta - theta_0)``, trained on the loss
+
+    L(f) = 0.5 * mean((f(x_train) - y_train) ** 2)      (mean over all N = y_train.size entries)
+
+moves in function space only through its neural tangent kernel
+``Theta = J(x_train) J(x_train)^T``. With the eigendecomposition ``Theta = V diag(lam) V^T`` every
+optimiser considered here acts on each eigenmode independently, so the whole trajectory is given by
+two scalar functions of ``(lam, t)`` per mode:
+
+* ``rho(lam, t)``: the residual factor, ``r_t = V diag(rho) V^T r_0`` with
+  ``r = f(x_train) - y_train``;
+* ``gamma(lam, t)``: the coefficient factor, ``c_t = V diag(gamma) V^T r_0``; the weights move by
+  ``omega_t = theta_t - theta_0 = J^T c_t`` and therefore any output moves by ``K(x, x_train) c_t``.
+
+They satisfy ``rho - 1 = lam * gamma``. Three optimisers are supported (``kind``):
+
+* ``"flow"``: gradient flow ``df/dt = -lr * Theta (f - y) / N`` (Lee et al. 2019, "Wide neural
+  networks of any depth evolve as linear models under gradient descent"). Identical to
+  ``neural_tangents.predict.gradient_descent_mse``. ``rho = exp(-lr lam t / N)``,
+  ``gamma = expm1(-lr lam t / N) / lam``.
+* ``"gd"``: discrete gradient descent, one ``optax.sgd(lr)`` step per unit of ``t``, exact at
+  integer steps. ``rho = (1 - a)^t`` with ``a = lr lam / N``, ``gamma = -(1 - rho) / lam``.
+* ``"momentum"``: heavy-ball momentum exactly as ``optax.sgd(lr, momentum=beta)`` applies it
+  (``v <- beta v + g; theta <- theta - lr v``, ``v_0 = 0``), via an exact per-mode matrix power.
+
+Conventions:
+
+* Outputs ``f`` and targets ``y_train`` are ``(n, k)`` arrays (``n`` points, ``k`` outputs).
+* ``k_train_train`` is either the traced ``(n, n)`` kernel (the same kernel for every output column;
+  neural-tangents ``trace_axes=(-1,)``) or the full ``(n, n, k, k)`` kernel with
+  ``K[i, j, a, b] = <df_a(x_i)/dtheta, df_b(x_j)/dtheta>`` (neural-tangents ``trace_axes=()``). The
+  full kernel is handled as an ``(n*k, n*k)`` matrix acting on ``vec(f)`` with index
+  ``(i, a) -> i*k + a`` (row-major ``reshape``).
+* ``diag_reg`` is relative, as in neural-tangents: the kernel used everywhere (train dynamics
+  included) is ``K + diag_reg * mean(diag(K)) * I``.
+
+Example::
+
+    predictor = dynamics.mse(k_train_train, y_train, learning_rate=0.5)
+    f_train_t, f_test_t = predictor(ts, f0_train, f0_test, k_test_train)   # (T, n, k), (T, m, k)
+    losses = predictor.loss(ts, f0_train)                                 # (T,)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import numbers
+import warnings
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+import numpy as np
+from jax import lax
+
+__all__ = ["KINDS", "MSEPredictor", "mse"]
+
+KINDS: tuple[str, ...] = ("flow", "gd", "momentum")
+"""The optimisers `mse` can describe."""
+
+ArrayLike = Any
+PyTree = Any
+
+# Matrix products here are tiny next to the eigendecomposition; ask for full precision so that
+# accelerators that default to reduced-precision matmuls (TF32, bf16 passes) keep the exactness
+# the closed forms promise.
+_HIGHEST = lax.Precision.HIGHEST
+
+
+def _eigh(matrix: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The one place the module calls ``eigh`` (a seam so that tests can count the calls)."""
+    return _eigh_compiled(matrix)
+
+
+# Compiled as one unit (eager ``eigh`` runs a dozen small ops); the input is symmetrised already.
+_eigh_compiled = jax.jit(functools.partial(jnp.linalg.eigh, symmetrize_input=False))
+
+
+# ------------------------------------------------------------------------------------------------
+# Small helpers.
+# ------------------------------------------------------------------------------------------------
+
+
+def _is_concrete(*xs: Any) -> bool:
+    """Whether none of ``xs`` is a tracer, i.e. values can be inspected and results cached."""
+    return not any(isinstance(x, jax.core.Tracer) for x in xs)
+
+
+def _staging() -> bool:
+    """Whether we are inside a ``jax.jit`` trace, where even ops on concrete arrays are staged out."""
+    return isinstance(jnp.asarray(np.float32(0)), jax.core.Tracer)
+
+
+def _eval_context(concrete: bool):
+    """Evaluate eagerly for concrete inputs even inside a jit trace, so cached values are no tracers.
+
+    Only entered when actually staging: ``ensure_compile_time_eval`` also evaluates the constant
+    sub-expressions of the jitted kernels below op by op while they trace (one small compilation
+    each), which is wasted work at top level, where the kernels return concrete arrays anyway.
+    """
+    if concrete and _staging():
+        return jax.ensure_compile_time_eval()
+    return contextlib.nullcontext()
+
+
+def _as_real_array(x: Any, where: str) -> Any:
+    """Checks that ``x`` is a real (float or int) array; bool and complex are rejected (no casts).
+
+    jax arrays and tracers are returned as they are, anything else as a numpy array: the numbers go
+    straight into the compiled kernels below, and converting with ``jnp.asarray`` here would cost an
+    extra compilation per new shape.
+    """
+    if isinstance(x, (jax.Array, jax.core.Tracer)):
+        arr = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except (TypeError, ValueError) as err:
+            raise TypeError(
+                f"{where} must be a real-valued array; got {type(x).__name__}: {err}"
+            ) from None
+    dtype = arr.dtype
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise TypeError(
+            f"{where} must be a real-valued (float or int) array; got "
+            f"{type(x).__name__} with dtype {dtype}."
+        )
+    return arr
+
+
+def _float_dtype(*dtypes: Any) -> np.dtype:
+    """The promoted dtype of ``dtypes``, raised to a floating type (int kernels compute in floats)."""
+    # Canonicalise first: numpy float64 inputs with x64 disabled mean float32, without a warning.
+    dtype = jnp.result_type(*(jax.dtypes.canonicalize_dtype(d) for d in dtypes))
+    if not jnp.issubdtype(dtype, jnp.floating):
+        dtype = jnp.result_type(dtype, float)
+    return np.dtype(dtype)
+
+
+def _check_finite(x: jax.Array, where: str) -> None:
+    if not _is_concrete(x):
+        return
+    # numpy, not jnp: inside a jit trace jnp ops on concrete arrays would be staged, not evaluated.
+    bad = ~np.isfinite(np.asarray(x))
+    if bad.any():
+        n_bad = int(bad.sum())
+        raise ValueError(f"{where} must be finite; got {n_bad} NaN/Inf entries out of {x.size}.")
+
+
+def _check_scalar(
+    x: Any, where: str, *, low: float, low_inclusive: bool, high: float | None = None
+) -> Any:
+    """Validates a real scalar hyper-parameter (value checks only when concrete)."""
+    if isinstance(x, jax.core.Tracer):
+        if x.ndim != 0:
+            raise ValueError(f"{where} must be a scalar; got shape {x.shape}.")
+        return x
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (numbers.Real, np.ndarray, jax.Array)):
+        raise TypeError(f"{where} must be a real scalar; got {type(x).__name__} {x!r}.")
+    arr = np.asarray(x)
+    if arr.ndim != 0 or not (
+        jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)
+    ):
+        raise TypeError(
+            f"{where} must be a real scalar; got {type(x).__name__} with shape "
+            f"{arr.shape} and dtype {arr.dtype}."
+        )
+    value = float(arr)
+    too_low = value < low if low_inclusive else value <= low
+    too_high = high is not None and value >= high
+    if not np.isfinite(value) or too_low or too_high:
+        lo = f"{'>=' if low_inclusive else '>'} {low:g}"
+        hi = f" and < {high:g}" if high is not None else ""
+        raise ValueError(f"{where} must be finite, {lo}{hi}; got {value!r}.")
+    return x
+
+
+def _psd_rtol(dtype: Any, dim: int) -> float:
+    """Relative size below which eigenvalues count as rounding noise of a PSD kernel.
+
+    Rounding a PSD matrix (forming ``J J^T`` in finite precision, or the eigensolver's own backward
+    error) perturbs its eigenvalues by about ``dim * eps * lam_max``; we allow 1000 times that, capped
+    at 1% so that a clearly indefinite kernel is never mistaken for a noisy PSD one. E.g. float64 with
+    ``dim = 100``: ``2.2e-11``; float32 with ``dim = 10``: ``1.2e-3``, with ``dim >= 84``: ``1e-2``.
+    """
+    return min(1e3 * float(jnp.finfo(dtype).eps) * dim, 1e-2)
+
+
+def _rank_rtol(dtype: Any, dim: int) -> float:
+    """Relative eigenvalue / pivot size below which a kernel counts as numerically singular.
+
+    ``dim * eps``, numpy's ``matrix_rank`` convention: eigenvalues of a rank-deficient ``J J^T`` that
+    should be 0 come out of ``eigh`` at about ``eps * lam_max``. Used for the t = infinity
+    pseudo-inverse and to distrust a Cholesky factor with rounding-size pivots. Deliberately much
+    tighter than `_psd_rtol`: here modes are dropped, there only negative noise is zeroed.
+    """
+    return dim * float(jnp.finfo(dtype).eps)
+
+
+def _flat_kernel(kernel: jax.Array) -> jax.Array:
+    """(m, n) stays; (m, n, k, k) -> (m*k, n*k), row (j, b) -> j*k + b, column (i, a) -> i*k + a."""
+    if kernel.ndim == 2:
+        return kernel
+    m, n, k, _ = kernel.shape
+    return jnp.transpose(kernel, (0, 2, 1, 3)).reshape(m * k, n * k)
+
+
+# ------------------------------------------------------------------------------------------------
+# Per-mode factors. Each returns (rho, rho_minus_1, gamma), all of shape (T, D), for eigenvalues
+# ``lam`` (D,) >= 0 and flattened times ``t`` (T,). ``scale = lr / N``.
+# ------------------------------------------------------------------------------------------------
+
+
+def _flow_factors(lam: jax.Array, t: jax.Array, scale: Any) -> tuple[jax.Array, ...]:
+    x = scale * t[:, None] * lam[None, :]  # lr * lam * t / N >= 0
+    rho = jnp.exp(-x)
+    rho_m1 = jnp.expm1(-x)
+    # gamma = expm1(-x) / lam = -(lr t / N) * phi(x) with phi(x) = (1 - e^{-x}) / x: written this way
+    # there is no 0/0 at lam = 0 (phi(0) = 1, the lam -> 0 limit gamma = -lr t / N), and for small x
+    # the Taylor series keeps both the value and its derivative (for jax.grad) exact.
+    small = x < 1e-3
+    x_safe = jnp.where(small, 1.0, x)
+    series = 1.0 - x * (1.0 / 2 - x * (1.0 / 6 - x * (1.0 / 24 - x / 120)))
+    phi = jnp.where(small, series, -rho_m1 / x_safe)
+    gamma = -(scale * t)[:, None] * phi
+    return rho, rho_m1, gamma
+
+
+def _gd_factors(lam: jax.Array, t: jax.Array, scale: Any) -> tuple[jax.Array, ...]:
+    a = scale * lam  # (D,), per-step contraction 1 - a of each mode
+    base = 1.0 - a
+    pos = base > 0
+    # 0 < 1 - a: (1 - a)^t - 1 = expm1(t * log1p(-a)), accurate even when a is far below eps.
+    log_base = jnp.log1p(-jnp.where(pos, a, 0.0))
+    tl = t[:, None] * log_base[None, :]
+    rho_pos, rho_m1_pos = jnp.exp(tl), jnp.expm1(tl)
+    # 1 - a <= 0 (lr at or above 1/a): an exact integer power with an explicit sign, since
+    # exp(t * log|1 - a|) would be 0 * -inf = NaN at 1 - a = 0, t = 0.
+    odd = jnp.mod(t, 2) == 1
+    sign = jnp.where(odd[:, None] & ~pos[None, :], -1.0, 1.0)
+    rho_neg = sign * jnp.power(jnp.abs(base)[None, :], t[:, None])
+    rho = jnp.where(pos[None, :], rho_pos, rho_neg)
+    rho_m1 = jnp.where(pos[None, :], rho_m1_pos, rho_neg - 1.0)
+    # gamma = -(1 - rho) / lam = -(lr / N) * (1 - rho) / a, and (1 - rho) / a = sum_{s<t} (1 - a)^s
+    # -> t as a -> 0; select that limit instead of dividing 0 by 0.
+    zero = a == 0
+    a_safe = jnp.where(zero, 1.0, a)
+    steps = jnp.where(zero[None, :], t[:, None], -rho_m1 / a_safe[None, :])
+    gamma = -scale * steps
+    return rho, rho_m1, gamma
+
+
+def _momentum_factors(
+    lam: jax.Array, t: jax.Array, scale: Any, beta: Any, n_bits: int
+) -> tuple[jax.Array, ...]:
+    """Heavy ball per mode by exact binary exponentiation of its 3x3 transition matrix.
+
+    Projected on one eigenvector, with ``u = N * w`` the (rescaled) function-space momentum and ``e``
+    the coefficient ``c`` in units of ``lr / N``, one ``optax.sgd(lr, momentum=beta)`` step is
+
+        u' = beta u + r,   r' = r - a u' = (1 - a) r - a beta u,   e' = e - u' = e - r - beta u,
+
+    with ``a = lr lam / N`` and ``(r, u, e)_0 = (1, 0, 0)``. So ``rho = r_t``,
+    ``gamma = (lr/N) e_t`` and ``rho - 1 = a e_t``. ``M^t`` is formed by repeated squaring over the
+    bits of the integer ``t`` (vectorised over modes and times); diagonalising ``M`` instead would
+    break down where its 2x2 block is defective (critical damping, ``lam = 0``). Stable iff
+    ``0 <= a < 2 (1 + beta)``, hence the critical learning rate ``2 N (1 + beta) / lam_max``.
+    """
+    a = scale * lam
+    one, zero = jnp.ones_like(a), jnp.zeros_like(a)
+    beta = beta * one
+    matrix = jnp.stack(
+        [
+            jnp.stack([1.0 - a, -a * beta, zero], axis=-1),
+            jnp.stack([one, beta, zero], axis=-1),
+            jnp.stack([-one, -beta, one], axis=-1),
+        ],
+        axis=-2,
+    )  # (D, 3, 3), matrix[d, row, col]
+    state = jnp.broadcast_to(jnp.eye(3, dtype=a.dtype)[0], (t.shape[0], a.shape[0], 3))  # (T, D, 3)
+
+    def body(bit, carry):
+        state, power = carry  # power = M^(2^bit)
+        take = (jnp.right_shift(t, bit.astype(t.dtype)) & 1) == 1  # (T,)
+        # Powers of M commute, so multiplying the state vector M^(partial t) e0 from the left is enough.
+        stepped = jnp.einsum("dij,tdj->tdi", power, state, precision=_HIGHEST)
+        state = jnp.where(take[:, None, None], stepped, state)
+        power = jnp.matmul(power, power, precision=_HIGHEST)
+        return state, power
+
+    state, _ = lax.fori_loop(0, n_bits, body, (state, matrix))
+    rho, e = state[..., 0], state[..., 2]
+    return rho, a[None, :] * e, scale * e
+
+
+# ------------------------------------------------------------------------------------------------
+# Compiled kernels. Everything numeric after validation runs through these few jitted functions
+# (static: kind, bit count, dtype, output, time shape), so a call costs one dispatch instead of
+# dozens of eagerly compiled primitives; inside a user's jit they simply inline.
+# ------------------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames=("dtype",))
+def _prepare_kernel(kernel: jax.Array, diag_reg: Any, *, dtype: Any):
+    """Flattens, measures asymmetry, symmetrises and regularises the train kernel.
+
+    Returns ``(K_reg (D, D), max |K - K^T|, max |K|)``.
+    """
+    flat = _flat_kernel(kernel).astype(dtype)
+    asym = jnp.max(jnp.abs(flat - flat.T))
+    size = jnp.max(jnp.abs(flat))
+    flat = 0.5 * (
+        flat + flat.T
+    )  # remove rounding asymmetry so eigh sees exactly the kernel we mean
+    ridge = diag_reg * jnp.mean(jnp.diagonal(flat))
+    return flat + ridge * jnp.eye(flat.shape[0], dtype=dtype), asym, size
+
+
+@jax.jit
+def _cholesky_factor(kernel: jax.Array):
+    """Lower Cholesky factor, its smallest squared pivot and the largest |diagonal| of the kernel."""
+    chol = jnp.linalg.cholesky(kernel)
+    pivots = jnp.diagonal(chol) ** 2
+    return chol, jnp.min(pivots), jnp.max(jnp.abs(jnp.diagonal(kernel)))
+
+
+def _mode_factors(lam, t, scale, beta, *, kind: str, n_bits: int):
+    if kind == "flow":
+        return _flow_factors(lam, t.astype(lam.dtype), scale)
+    if kind == "gd":
+        return _gd_factors(lam, t.astype(lam.dtype), scale)
+    return _momentum_factors(lam, t, scale, beta, n_bits)
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "n_bits", "dtype", "want", "t_shape"))
+def _finite_time(
+    lam,
+    vecs,
+    t,
+    scale,
+    beta,
+    f0,
+    y,
+    f0_test,
+    k_test,
+    *,
+    kind: str,
+    n_bits: int,
+    dtype: Any,
+    want: str,
+    t_shape: tuple[int, ...],
+):
+    """Finite-time quantities from the eigendecomposition.
+
+    ``lam`` (D,), ``vecs`` (D, D), ``t`` (T,), ``f0``/``y`` (n, k), ``f0_test`` (m, k) and ``k_test``
+    (m, n) / (m, n, k, k) or None. ``want``: ``"call"`` -> train (*t_shape, n, k) [, test];
+    ``"loss"`` -> (*t_shape,); ``"coef"`` -> ``c_t`` (T, n, k).
+    """
+    lam, vecs = lam.astype(dtype), vecs.astype(dtype)
+    scale, beta = jnp.asarray(scale, dtype), jnp.asarray(beta, dtype)
+    rho, rho_m1, gamma = (
+        x.astype(dtype) for x in _mode_factors(lam, t, scale, beta, kind=kind, n_bits=n_bits)
+    )
+    n, k = y.shape
+    n_t = t.shape[0]
+    f0 = f0.astype(dtype)
+    r0 = (f0 - y.astype(dtype)).reshape(vecs.shape[0], -1)  # (D, cols)
+    q = jnp.matmul(vecs.T, r0, precision=_HIGHEST)  # the initial residual in the eigenbasis
+    if want == "loss":
+        energy = jnp.sum(q**2, axis=1)
+        return (0.5 / (n * k) * jnp.matmul(rho**2, energy, precision=_HIGHEST)).reshape(t_shape)
+    if want == "coef":
+        coef = jnp.einsum("ij,tj,jc->tic", vecs, gamma, q, precision=_HIGHEST)
+        return coef.reshape(n_t, n, k)
+    # f_t = f_0 + V diag(rho - 1) V^T r_0 (rather than y + V diag(rho) V^T r_0): exactly f_0 at t = 0.
+    delta = jnp.einsum("ij,tj,jc->tic", vecs, rho_m1, q, precision=_HIGHEST)
+    train = (f0[None] + delta.reshape(n_t, n, k)).reshape(t_shape + (n, k))
+    if f0_test is None:
+        return train
+    # f_test_t = f0_test + K_test_train V diag(gamma) V^T r_0.
+    kv = jnp.matmul(_flat_kernel(k_test).astype(dtype), vecs, precision=_HIGHEST)  # (m', D)
+    dtest = jnp.einsum("ij,tj,jc->tic", kv, gamma, q, precision=_HIGHEST)
+    test = f0_test.astype(dtype)[None] + dtest.reshape((n_t,) + f0_test.shape)
+    return train, test.reshape(t_shape + f0_test.shape)
+
+
+@functools.partial(jax.jit, static_argnames=("dtype", "rtol"))
+def _infinite_time(chol, lam, vecs, f0, y, f0_test, k_test, *, dtype: Any, rtol: float):
+    """t = infinity: ``(train (n, k), test (m, k) or None, coefficients c_inf (n, k))``.
+
+    With ``chol`` (lower Cholesky factor of K): ``c_inf = -K^{-1} r_0`` and train = y. Otherwise (chol
+    None) a pseudo-inverse from ``(lam, vecs)``: gradient flow never moves zero modes, so they keep
+    their residual; modes within ``rtol * lam_max`` of zero count as zero (numpy pinv's rcond).
+    """
+    n, k = y.shape
+    y = y.astype(dtype)
+    dim = (vecs if chol is None else chol).shape[0]
+    r0 = (f0.astype(dtype) - y).reshape(dim, -1)  # (D, cols)
+    if chol is not None:
+        coef = -jsl.cho_solve((chol.astype(dtype), True), r0)
+        train = y
+    else:
+        lam, vecs = lam.astype(dtype), vecs.astype(dtype)
+        live = lam > rtol * lam[-1]
+        inv = jnp.where(live, 1.0 / jnp.where(live, lam, 1.0), 0.0)
+        q = jnp.matmul(vecs.T, r0, precision=_HIGHEST)
+        coef = -jnp.matmul(vecs, inv[:, None] * q, precision=_HIGHEST)
+        kept = jnp.matmul(vecs, jnp.where(live, 0.0, 1.0)[:, None] * q, precision=_HIGHEST)
+        train = y + kept.reshape(n, k)
+    test = None
+    if f0_test is not None:
+        dtest = jnp.matmul(_flat_kernel(k_test).astype(dtype), coef, precision=_HIGHEST)
+        test = f0_test.astype(dtype) + dtest.reshape(f0_test.shape)
+    return train, test, coef.reshape(n, k)
+
+
+@functools.partial(jax.jit, static_argnames=("dtype", "t_shape"))
+def _apply_jacobian_transpose(coef, leaves, *, dtype: Any, t_shape: tuple[int, ...]):
+    """``omega = J^T c`` per leaf: coef (T, n, k), leaves (n, k, *p) -> (*t_shape, *p)."""
+    return [
+        jnp.tensordot(
+            coef.astype(dtype), leaf.astype(dtype), axes=([1, 2], [0, 1]), precision=_HIGHEST
+        ).reshape(t_shape + tuple(leaf.shape[2:]))
+        for leaf in leaves
+    ]
+
+
+@functools.partial(jax.jit, static_argnames=("dtype",))
+def _loss_of(train, y, *, dtype: Any):
+    return 0.5 * jnp.mean((train.astype(dtype) - y.astype(dtype)) ** 2)
+
+
+# ------------------------------------------------------------------------------------------------
+# The predictor.
+# ------------------------------------------------------------------------------------------------
+
+
+class MSEPredictor:
+    """Closed-form MSE training dynamics of a linearized model; build it with `mse`.
+
+    The predictor holds the (symmetrised, regularised) train kernel and lazily caches its
+    eigendecomposition (one ``eigh``, reused for every time and call) and, for ``t=None``, its
+    Cholesky factor. Both caches hold concrete arrays whenever the kernel is concrete, so a predictor
+    built outside ``jax.jit`` may be called inside it without leaking tracers (one built inside a
+    trace from traced kernels belongs to that trace).
+
+    Calls:
+      ``predictor(t, f0_train)`` -> train outputs ``(*t.shape, n, k)``;
+      ``predictor(t, f0_train, f0_test, k_test_train)`` -> ``(train, test)``, test
+      ``(*t.shape, m, k)``;
+      ``predictor.loss(t, f0_train)`` -> ``(*t.shape,)``;
+      ``predictor.weights(t, f0_train, jacobian)`` -> weight change PyTree.
+    ``t=None`` means ``t = infinity``.
+    """
+
+    def __init__(
+        self,
+        *,
+        kernel: jax.Array,
+        y_train: jax.Array,
+        full: bool,
+        kind: str,
+        learning_rate: Any,
+        diag_reg: Any,
+        momentum: Any,
+    ):
+        # Internal: use `mse`, which validates everything before getting here.
+        self._kernel = kernel  # (D, D) symmetrised and regularised; D = n*k if full else n
+        self._y = y_train  # (n, k)
+        self._full = full
+        self._kind = kind
+        self._learning_rate = learning_rate
+        self._diag_reg = diag_reg
+        self._momentum = momentum
+        n, k = y_train.shape
+        self._n, self._k = n, k
+        self._size = n * k  # N, the loss normaliser
+        self._dim = kernel.shape[0]
+        self._eig: tuple[jax.Array, jax.Array] | None = (
+            None  # (eigenvalues asc, clamped; eigenvectors)
+        )
+        self._chol: tuple[jax.Array, bool] | None = None  # (lower Cholesky factor, usable?)
+
+    # ---------------------------------------------------------------------------------------------
+    # Properties.
+
+    @property
+    def kind(self) -> str:
+        """``"flow"``, ``"gd"`` or ``"momentum"``."""
+        return self._kind
+
+    @property
+    def learning_rate(self) -> Any:
+        return self._learning_rate
+
+    @property
+    def momentum(self) -> Any:
+        """``beta`` for ``kind="momentum"``, else ``None``."""
+        return self._momentum
+
+    @property
+    def diag_reg(self) -> Any:
+        return self._diag_reg
+
+    @property
+    def eigenvalues(self) -> jax.Array:
+        """Eigenvalues ``(D,)`` of the regularised kernel, ascending; rounding negatives are 0."""
+        return self._eigensystem()[0]
+
+    @property
+    def critical_learning_rate(self) -> jax.Array:
+        """Largest stable learning rate: ``2 N / lam_max`` (``* (1 + momentum)`` for momentum).
+
+        Above it the top mode of discrete GD (heavy ball) grows geometrically. Gradient flow is stable
+        for every learning rate; for ``kind="flow"`` the GD value ``2 N / lam_max`` is reported, i.e.
+        the largest rate at which the flow is still a faithful model of GD.
+        ``inf`` for an all-zero kernel.
+        """
+        lam_max = self._eigensystem()[0][-1]
+        factor = 2.0 * self._size
+        if self._kind == "momentum":
+            factor = factor * (1.0 + self._momentum)
+        if _is_concrete(lam_max, factor):
+            top = float(lam_max)
+            return jax.device_put(
+                np.asarray(float(factor) / top if top > 0 else np.inf, dtype=lam_max.dtype)
+            )
+        return jnp.where(lam_max > 0, factor / jnp.where(lam_max > 0, lam_max, 1.0), jnp.inf)
+
+    def __repr__(self) -> str:
+        shape = (self._n, self._n, self._k, self._k) if self._full else (self._n, self._n)
+        extra = f", momentum={self._momentum!r}" if self._kind == "momentum" else ""
+        return (
+            f"MSEPredictor(kind={self._kind!r}, kernel_shape={shape}, "
+            f"y_train_shape={(self._n, self._k)}, learning_rate={self._learning_rate!r}, "
+            f"diag_reg={self._diag_reg!r}{extra})"
+        )
+
+    # ---------------------------------------------------------------------------------------------
+    # Cached factorisations.
+
+    def _eigensystem(self) -> tuple[jax.Array, jax.Array]:
+        """Returns ``(lam, V)`` of the regularised kernel, computing it once."""
+        if self._eig is None:
+            concrete = _is_concrete(self._kernel)
+            with _eval_context(concrete):
+                lam, vecs = _eigh(self._kernel)
+                if concrete:
+                    lam_np = np.asarray(lam)
+                    lam_min, lam_max = float(lam_np[0]), float(lam_np[-1])
+                    tol = _psd_rtol(lam.dtype, self._dim)
+                    if lam_min < -tol * max(lam_max, 0.0):
+                        raise ValueError(
+                            "`dynamics.mse(k_train_train=...)`: k_train_train is not positive semi-definite: "
+                            f"smallest eigenvalue {lam_min:.6g} vs largest {lam_max:.6g} (after diag_reg); "
+                            f"only eigenvalues within -{tol:.3g} * largest are treated as rounding and "
+                            "clamped to 0. Expected a PSD kernel (e.g. J J^T); increase diag_reg if it is "
+                            "nearly PSD."
+                        )
+                    # Rounding noise of a PSD kernel (NT issues #128/#134) -> exactly 0: those modes never
+                    # move. (numpy + eval context: the cached arrays stay concrete even inside a trace.)
+                    lam = jax.device_put(np.maximum(lam_np, 0.0))
+                else:
+                    # Inside the trace of a traced kernel: this caches a tracer on an object that lives only
+                    # in that trace, which is what we want (one eigh per trace).
+                    lam = jnp.maximum(lam, 0.0)
+            self._eig = (lam, vecs)
+        return self._eig
+
+    def _cholesky(self) -> tuple[jax.Array, bool]:
+        """Lower Cholesky factor of the regularised kernel for ``t=None`` and whether it is usable."""
+        if self._chol is None:
+            concrete = _is_concrete(self._kernel)
+            with _eval_context(concrete):
+                chol, min_pivot, max_diag = _cholesky_factor(self._kernel)
+            usable = True
+            if concrete:
+                # Failure shows up as NaN; a near-singular kernel can also "succeed" with rounding-size
+                # pivots whose inverse would amplify noise by ~1/eps, so treat those as failures too.
+                tol = _rank_rtol(self._kernel.dtype, self._dim)
+                usable = bool(np.isfinite(np.asarray(chol)).all()) and float(
+                    min_pivot
+                ) > tol * float(max_diag)
+                if not usable:
+                    warnings.warn(
+                        "dynamics.mse: the Cholesky factorisation of k_train_train (+ diag_reg) failed or "
+                        "is numerically singular; the t=None (infinite time) prediction falls back to an "
+                        "eigendecomposition pseudo-inverse in which zero modes keep their initial residual. "
+                        "Pass diag_reg > 0 (e.g. 1e-6) for a regularised solution.",
+                        UserWarning,
+                        stacklevel=4,
+                    )
+            self._chol = (chol, usable)
+        return self._chol
+
+    # ---------------------------------------------------------------------------------------------
+    # Input handling.
+
+    def _times(self, t: Any, where: str) -> tuple[Any, tuple[int, ...], int]:
+        """Validates ``t``; returns (flat times (T,), t.shape, number of bits for momentum)."""
+        integer_steps = self._kind in ("gd", "momentum")
+        if isinstance(t, jax.core.Tracer):
+            arr = t
+            if not (
+                jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)
+            ):
+                raise TypeError(f"{where} must be real-valued times; got dtype {arr.dtype}.")
+            concrete = False
+        else:
+            try:
+                arr = np.asarray(t)
+            except (TypeError, ValueError) as err:
+                raise TypeError(
+                    f"{where} must be None, a number or an array of times; got "
+                    f"{type(t).__name__}: {err}"
+                ) from None
+            if not (
+                jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)
+            ):
+                raise TypeError(
+                    f"{where} must be None, a number or an array of real times; got "
+                    f"{type(t).__name__} with dtype {arr.dtype}."
+                )
+            concrete = True
+            if arr.size:
+                if np.any(np.isnan(arr)):
+                    raise ValueError(
+                        f"{where} must not contain NaN; got {int(np.isnan(arr).sum())} NaN times."
+                    )
+                if np.any(np.isinf(arr)):
+                    raise ValueError(
+                        f"{where} must be finite; got an infinite time. Pass t=None for "
+                        "t = infinity."
+                    )
+                if np.any(arr < 0):
+                    raise ValueError(
+                        f"{where} must be non-negative; got minimum time {arr.min()!r}."
+                    )
+                fractional = arr != np.round(arr)
+                if integer_steps and np.any(fractional):
+                    bad = arr[fractional].ravel()[0]
+                    raise ValueError(
+                        f"{where} must be whole numbers of steps for kind={self._kind!r} (an "
+                        f"integer dtype or integer-valued floats); got {bad!r}."
+                    )
+        shape = tuple(arr.shape)
+        if self._kind == "flow":
+            return arr.reshape(-1), shape, 0
+        if not concrete and jnp.issubdtype(arr.dtype, jnp.floating):
+            arr = jnp.round(arr)  # traced float steps cannot be checked; use the nearest whole step
+        if self._kind == "gd":
+            return arr.reshape(-1), shape, 0
+        # Momentum needs integer steps for the bit loop.
+        int_dtype = jax.dtypes.canonicalize_dtype(np.int64)
+        limit = int(np.iinfo(int_dtype).max)
+        if concrete:
+            top = float(arr.max()) if arr.size else 0.0
+            if top > limit:
+                raise ValueError(
+                    f"{where} must be at most {limit} steps ({int_dtype}); got {top!r}."
+                )
+            ints = np.round(arr).astype(int_dtype).reshape(-1)
+            # Round the loop length up to a multiple of 8 bits so that horizons of similar size share
+            # one compilation; surplus iterations see only zero bits and leave the state unchanged.
+            n_bits = -(-int(top).bit_length() // 8) * 8
+        else:
+            ints = arr.astype(int_dtype).reshape(-1)
+            n_bits = np.iinfo(int_dtype).bits - 1  # every non-negative value of the dtype
+        return ints, shape, n_bits
+
+    def _f0(self, f0_train: Any, where: str) -> jax.Array:
+        f0 = _as_real_array(f0_train, where)
+        if f0.shape != (self._n, self._k):
+            raise ValueError(
+                f"{where} must have the shape of y_train, (n, k) = {(self._n, self._k)}; "
+                f"got shape {tuple(f0.shape)}."
+            )
+        _check_finite(f0, where)
+        return f0
+
+    def _test_inputs(self, f0_test: Any, k_test_train: Any, method: str):
+        if (f0_test is None) != (k_test_train is None):
+            given, missing = (
+                ("f0_test", "k_test_train") if k_test_train is None else ("k_test_train", "f0_test")
+            )
+            raise ValueError(
+                f"`MSEPredictor.{method}({missing}=...)` is required when {given} is given "
+                f"(pass both for test predictions, or neither); got {missing}=None."
+            )
+        if f0_test is None:
+            return None, None
+        where_f = f"`MSEPredictor.{method}(f0_test=...)`"
+        where_k = f"`MSEPredictor.{method}(k_test_train=...)`"
+        f0t = _as_real_array(f0_test, where_f)
+        kt = _as_real_array(k_test_train, where_k)
+        n, k = self._n, self._k
+        if f0t.ndim != 2 or f0t.shape[1] != k:
+            raise ValueError(
+                f"{where_f} must be a 2-D (m, k) array with k = y_train.shape[1] = {k}; "
+                f"got shape {tuple(f0t.shape)}."
+            )
+        m = f0t.shape[0]
+        expected = (m, n, k, k) if self._full else (m, n)
+        layout = (
+            "(m, n, k, k) like the 4-D k_train_train"
+            if self._full
+            else "(m, n) like the 2-D k_train_train"
+        )
+        if tuple(kt.shape) != expected:
+            raise ValueError(
+                f"{where_k} must have shape {layout} with m = f0_test.shape[0] = {m}, "
+                f"n = {n}, k = {k}, i.e. {expected}; got shape {tuple(kt.shape)}."
+            )
+        _check_finite(f0t, where_f)
+        _check_finite(kt, where_k)
+        return f0t, kt
+
+    def _finite(self, t_flat, t_shape, n_bits, f0, f0t, kt, *, dtype, want):
+        lam, vecs = self._eigensystem()
+        beta = 0.0 if self._momentum is None else self._momentum
+        return _finite_time(
+            lam,
+            vecs,
+            t_flat,
+            self._learning_rate / self._size,
+            beta,
+            f0,
+            self._y,
+            f0t,
+            kt,
+            kind=self._kind,
+            n_bits=n_bits,
+            dtype=dtype,
+            want=want,
+            t_shape=t_shape,
+        )
+
+    def _infinite(self, f0, f0t, kt, *, dtype):
+        chol, usable = self._cholesky()
+        if usable:
+            return _infinite_time(chol, None, None, f0, self._y, f0t, kt, dtype=dtype, rtol=0.0)
+        lam, vecs = self._eigensystem()
+        return _infinite_time(
+            None,
+            lam,
+            vecs,
+            f0,
+            self._y,
+            f0t,
+            kt,
+            dtype=dtype,
+            rtol=_rank_rtol(lam.dtype, self._dim),
+        )
+
+    # ---------------------------------------------------------------------------------------------
+    # Public API.
+
+    def __call__(
+        self,
+        t: ArrayLike | None,
+        f0_train: ArrayLike,
+        f0_test: ArrayLike | None = None,
+        k_test_train: ArrayLike | None = None,
+    ):
+        """Predictions of the linearized model after training for time ``t``.
+
+        Args:
+          t: ``None`` (t = infinity), a scalar or an array of times of any shape. For ``"gd"`` and
+            ``"momentum"`` the number of optimiser steps (non-negative integers).
+          f0_train: ``(n, k)`` outputs on the train inputs at initialisation.
+          f0_test: ``(m, k)`` outputs on test inputs at initialisation (give with ``k_test_train``).
+          k_test_train: ``(m, n)`` or ``(m, n, k, k)`` kernel between test and train inputs, same layout
+            as ``k_train_train``.
+
+        Returns:
+          Train predictions ``(*t.shape, n, k)``; or, with test inputs, ``(train, test)`` with test
+          ``(*t.shape, m, k)``. ``t=None`` gives no time axis: train ``y_train`` exactly (or, for a
+          singular kernel without ``diag_reg``, ``y_train`` plus the part of the initial residual in the
+          kernel's null space), test ``f0_test - K_test_train K^{-1} (f0_train - y_train)``.
+        """
+        f0 = self._f0(f0_train, "`MSEPredictor.__call__(f0_train=...)`")
+        f0t, kt = self._test_inputs(f0_test, k_test_train, "__call__")
+        dtypes = [self._kernel.dtype, self._y.dtype, f0.dtype]
+        if f0t is not None:
+            dtypes += [f0t.dtype, kt.dtype]
+        dtype = _float_dtype(*dtypes)
+        if t is None:
+            train, test, _ = self._infinite(f0, f0t, kt, dtype=dtype)
+            return train if f0t is None else (train, test)
+        t_flat, t_shape, n_bits = self._times(t, "`MSEPredictor.__call__(t=...)`")
+        return self._finite(t_flat, t_shape, n_bits, f0, f0t, kt, dtype=dtype, want="call")
+
+    def loss(self, t: ArrayLike | None, f0_train: ArrayLike) -> jax.Array:
+        """Training loss ``0.5 * mean((f_t - y_train)**2)``, shape ``t.shape`` (``()`` for ``t=None``).
+
+        Computed in the eigenbasis as ``0.5 / N * sum_modes rho^2 |V^T r_0|^2`` without forming the
+        predictions.
+        """
+        f0 = self._f0(f0_train, "`MSEPredictor.loss(f0_train=...)`")
+        dtype = _float_dtype(self._kernel.dtype, self._y.dtype, f0.dtype)
+        if t is None:
+            train, _, _ = self._infinite(f0, None, None, dtype=dtype)
+            return _loss_of(train, self._y, dtype=dtype)
+        t_flat, t_shape, n_bits = self._times(t, "`MSEPredictor.loss(t=...)`")
+        return self._finite(t_flat, t_shape, n_bits, f0, None, None, dtype=dtype, want="loss")
+
+    def weights(self, t: ArrayLike | None, f0_train: ArrayLike, jacobian: PyTree) -> PyTree:
+        """Weight change ``omega_t = theta_t - theta_0`` of the linearized model.
+
+        ``omega_t = J^T c_t`` with ``c_t = V diag(gamma) V^T (f_0 - y)`` (Lee et al. 2019:
+        ``-J^T Theta^{-1} (I - exp(-lr Theta t / N)) (f_0 - y)`` for the flow), so that
+        ``f_0 + J omega_t`` reproduces `__call__`'s train predictions whenever ``J J^T`` is the kernel
+        the predictor was built with, i.e.:
+
+        * full ``(n, n, k, k)`` kernel: ``K = J J^T`` exactly (and ``diag_reg = 0``);
+        * traced ``(n, n)`` kernel: this assumes the NTK is block-diagonal over outputs with identical
+          blocks, ``J J^T = Theta ⊗ I_k`` (true at infinite width, or for ``k = 1``); for a finite
+          multi-output network it is an approximation.
+
+        Args:
+          t: as in `__call__` (``None`` gives ``-J^T K^{-1} (f_0 - y)``).
+          f0_train: ``(n, k)`` initial train outputs.
+          jacobian: Jacobian of the ``(n, k)`` train outputs w.r.t. the parameters at ``theta_0``: a
+            PyTree like the parameters with leaves of shape ``(n, k, *leaf_shape)``, as returned by
+            ``jax.jacrev(lambda p: apply_fn(p, x_train))(params)``.
+
+        Returns:
+          A PyTree like the parameters with leaves ``(*t.shape, *leaf_shape)``.
+        """
+        f0 = self._f0(f0_train, "`MSEPredictor.weights(f0_train=...)`")
+        where = "`MSEPredictor.weights(jacobian=...)`"
+        with_paths, treedef = jax.tree_util.tree_flatten_with_path(jacobian)
+        if not with_paths:
+            raise ValueError(
+                f"{where} must be a PyTree with at least one array leaf (leaves of shape "
+                f"(n, k, *param_shape)); got {jacobian!r}."
+            )
+        leaves = []
+        for path, leaf in with_paths:
+            name = jax.tree_util.keystr(path) or "<root>"
+            arr = _as_real_array(leaf, f"{where} leaf {name}")
+            if arr.ndim < 2 or tuple(arr.shape[:2]) != (self._n, self._k):
+                raise ValueError(
+                    f"{where} leaf {name} must have shape (n, k, *param_shape) with "
+                    f"(n, k) = {(self._n, self._k)}; got shape {tuple(arr.shape)}."
+                )
+            leaves.append(arr)
+        dtype = _float_dtype(
+            self._kernel.dtype, self._y.dtype, f0.dtype, *(a.dtype for a in leaves)
+        )
+        if t is None:
+            _, _, coef = self._infinite(f0, None, None, dtype=dtype)
+            coef, t_shape = coef[None], ()
+        else:
+            t_flat, t_shape, n_bits = self._times(t, "`MSEPredictor.weights(t=...)`")
+            coef = self._finite(t_flat, t_shape, n_bits, f0, None, None, dtype=dtype, want="coef")
+        out = _apply_jacobian_transpose(coef, leaves, dtype=dtype, t_shape=t_shape)
+        return jax.tree_util.tree_unflatten(treedef, out)
+
+
+# ------------------------------------------------------------------------------------------------
+# Constructor.
+# ------------------------------------------------------------------------------------------------
+
+
+def mse(
+    k_train_train: ArrayLike,
+    y_train: ArrayLike,
+    *,
+    learning_rate: Any = 1.0,
+    diag_reg: Any = 0.0,
+    kind: str = "flow",
+    momentum: Any = None,
+) -> MSEPredictor:
+    """Predictor of a linearized model trained on ``0.5 * mean((f - y_train)**2)``.
+
+    Args:
+      k_train_train: the NTK on the train inputs, ``(n, n)`` (traced over outputs, the same kernel for
+        every output column) or ``(n, n, k, k)`` (full; ``K[i, j, a, b] = <df_a(x_i), df_b(x_j)>``).
+        Must be symmetric and positive semi-definite up to rounding (eigenvalues in
+        ``[-tol * lam_max, 0)``, ``tol = min(1e3 * eps * D, 1e-2)`` with ``D = n`` or ``n * k``, are
+        clamped to 0; clearly negative ones raise ``ValueError`` on the first use of the
+        eigendecomposition).
+      y_train: ``(n, k)`` targets (reshape a single output to ``(n, 1)``).
+      learning_rate: ``lr`` > 0. One unit of ``t`` is one ``optax.sgd(lr)`` step; the flow is
+        ``df/dt = -lr * Theta (f - y) / N`` with ``N = y_train.size``.
+      diag_reg: relative ridge >= 0: the kernel used is ``K + diag_reg * mean(diag(K)) * I``.
+      kind: ``"flow"`` (gradient flow, = ``neural_tangents.predict.gradient_descent_mse``), ``"gd"``
+        (discrete gradient descent, integer ``t``) or ``"momentum"`` (heavy ball as
+        ``optax.sgd(lr, momentum=momentum)``, integer ``t``).
+      momentum: ``beta`` in ``[0, 1)``, required for ``kind="momentum"`` and ``None`` otherwise.
+
+    Returns:
+      An `MSEPredictor`. For ``"gd"``/``"momentum"`` the eigendecomposition is computed here and a
+      ``UserWarning`` is issued when ``learning_rate`` exceeds the critical learning rate (checked
+      only for concrete values); for ``"flow"`` it is computed on the first finite-``t`` use.
+
+    Notes:
+      * ``t=None`` (infinite time) is the same fixed point for every kind: a Cholesky solve of the
+        regularised kernel (train predictions are ``y_train``). If the kernel is numerically singular
+        (Cholesky NaN or pivots below ``D * eps`` of the largest diagonal entry) it falls back, with a
+        ``UserWarning``, to the eigendecomposition pseudo-inverse, in which null modes keep their
+        initial residual, which is exactly where gradient flow goes. For ``"gd"``/``"momentum"``
+        above the critical learning rate that fixed point is never reached.
+      * The symmetry tolerance is ``sqrt(eps)`` of the kernel's dtype, relative to ``max |K|``; the
+        kernel is symmetrised ``(K + K^T) / 2`` before use.
+      * Value checks (finiteness, symmetry, PSD, ranges, stability) run only on concrete (non-traced)
+        inputs; shape checks always run. Traced float times for ``"gd"``/``"momentum"`` are rounded
+        to whole steps.
+    """
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise ValueError(
+            f"`dynamics.mse(kind=...)` must be one of {', '.join(map(repr, KINDS))}; got {kind!r}."
+        )
+    learning_rate = _check_scalar(
+        learning_rate, "`dynamics.mse(learning_rate=...)`", low=0.0, low_inclusive=False
+    )
+    diag_reg = _check_scalar(diag_reg, "`dynamics.mse(diag_reg=...)`", low=0.0, low_inclusive=True)
+    if kind == "momentum":
+        if momentum is None:
+            raise ValueError(
+                "`dynamics.mse(momentum=...)` is required for kind='momentum': a float in "
+                "[0, 1); got None."
+            )
+        momentum = _check_scalar(
+            momentum, "`dynamics.mse(momentum=...)`", low=0.0, low_inclusive=True, high=1.0
+        )
+    elif momentum is not None:
+        raise ValueError(
+            f"`dynamics.mse(momentum=...)` must be None for kind={kind!r} (use "
+            f"kind='momentum' for heavy ball); got {momentum!r}."
+        )
+
+    kernel = _as_real_array(k_train_train, "`dynamics.mse(k_train_train=...)`")
+    y = _as_real_array(y_train, "`dynamics.mse(y_train=...)`")
+    if y.ndim != 2:
+        raise ValueError(
+            f"`dynamics.mse(y_train=...)` must be a 2-D (n, k) array of targets; got "
+            f"shape {tuple(y.shape)}. Reshape a single output to (n, 1)."
+        )
+    n, k = y.shape
+    if y.size == 0:
+        raise ValueError(
+            f"`dynamics.mse(y_train=...)` must be non-empty; got shape {tuple(y.shape)}."
+        )
+    where_k = "`dynamics.mse(k_train_train=...)`"
+    if kernel.ndim == 2:
+        if tuple(kernel.shape) != (n, n):
+            raise ValueError(
+                f"{where_k} must be a square (n, n) kernel with n = y_train.shape[0] = {n}; "
+                f"got shape {tuple(kernel.shape)}."
+            )
+    elif kernel.ndim == 4:
+        if tuple(kernel.shape) != (n, n, k, k):
+            raise ValueError(
+                f"{where_k} must be an (n, n, k, k) kernel with (n, k) = y_train.shape = "
+                f"{(n, k)}; got shape {tuple(kernel.shape)}."
+            )
+    else:
+        raise ValueError(
+            f"{where_k} must be an (n, n) or (n, n, k, k) kernel; got a {kernel.ndim}-D "
+            f"array of shape {tuple(kernel.shape)}."
+        )
+    _check_finite(kernel, where_k)
+    _check_finite(y, "`dynamics.mse(y_train=...)`")
+
+    full = kernel.ndim == 4
+    dtype = _float_dtype(kernel.dtype, y.dtype)
+    concrete = _is_concrete(kernel, diag_reg)
+    with _eval_context(concrete):
+        flat, asym, size = _prepare_kernel(kernel, diag_reg, dtype=dtype)
+    if concrete:
+        asym, size = float(asym), float(size)
+        tol = float(np.sqrt(jnp.finfo(dtype).eps))
+        if asym > tol * size:
+            raise ValueError(
+                f"{where_k} must be symmetric (K[i, j] = K[j, i] for the flattened "
+                f"kernel) to relative tolerance {tol:.2g}; got max |K - K^T| = {asym:.3g} "
+                f"vs max |K| = {size:.3g}."
+            )
+
+    predictor = MSEPredictor(
+        kernel=flat,
+        y_train=y,
+        full=full,
+        kind=kind,
+        learning_rate=learning_rate,
+        diag_reg=diag_reg,
+        momentum=momentum,
+    )
+    if kind != "flow":
+        predictor._eigensystem()  # needed for the stability check; cached for every later call
+        if _is_concrete(flat, learning_rate, momentum):
+            critical = float(predictor.critical_learning_rate)
+            if float(learning_rate) > critical:
+                what = "gradient descent" if kind == "gd" else "heavy-ball momentum"
+                warnings.warn(
+                    f"dynamics.mse: learning_rate={float(learning_rate):g} exceeds the critical learning "
+                    f"rate {critical:g} (= 2 N {'(1 + momentum) ' if kind == 'momentum' else ''}/ lam_max) "
+                    f"of this kernel, so {what} diverges: the top modes grow without bound.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+    return predictor

@@ -1,0 +1,109 @@
+"""Taylor expansions of a model in its parameters: `linearize` and `taylor_expand`.
+
+A model is a pure function `apply_fn(params, x, **kwargs)`. Expanding it around `params0`
+in the displacement `delta = params - params0` gives the models that kernel theory
+studies: degree 1 is the linearized network of Lee et al. (2019), whose training under
+MSE is solved in closed form by `jaxdyn.dynamics.mse`; degree 2 measures how far training
+leaves the linear regime.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxdyn._checks import check_same_structure
+
+PyTree = Any
+ApplyFn = Callable[..., Any]
+
+__all__ = ["linearize", "taylor_expand"]
+
+
+def _tree_sub(a: PyTree, b: PyTree) -> PyTree:
+    return jax.tree_util.tree_map(lambda u, v: u - v, a, b)
+
+
+def _directional_derivatives(f: Callable[[PyTree], Any], params: PyTree,
+                             direction: PyTree, degree: int) -> tuple:
+    """Returns `(f(p), D f(p)[d], D^2 f(p)[d, d], ..., D^degree f(p)[d, ..., d])`.
+
+    Nested `jax.jvp`: the jvp of the list of derivatives up to order m - 1 contributes, in
+    its tangent output, the order-m derivative. Cost grows like 2^degree forward passes,
+    which is what degree <= 3 needs.
+    """
+    if degree == 0:
+        return (f(params),)
+    primals, tangents = jax.jvp(
+        lambda p: _directional_derivatives(f, p, direction, degree - 1), (params,), (direction,))
+    return tuple(primals) + (tangents[-1],)
+
+
+def taylor_expand(apply_fn: ApplyFn, params0: PyTree, degree: int) -> ApplyFn:
+    """Taylor expansion of `apply_fn` in its parameters around `params0`.
+
+    Args:
+      apply_fn: model `apply_fn(params, x, **kwargs) -> outputs` (any PyTree of arrays).
+      params0: the expansion point, a PyTree like the model's parameters.
+      degree: order of the expansion, an int >= 0 (0: constant `apply_fn(params0, x)`;
+        1: the linearized model; 2: adds the curvature term `1/2 D^2 f[delta, delta]`).
+
+    Returns:
+      `apply_taylor(params, x, **kwargs)`, with the same signature and output structure as
+      `apply_fn`, equal to `sum_{j<=degree} D^j f(params0)[delta]^j / j!` with
+      `delta = params - params0`. It is exact at `params0` and jit/vmap/grad-able.
+
+    Example:
+      >>> f2 = taylor_expand(apply_fn, params0, degree=2)
+      >>> f2(params, x)  # error to apply_fn(params, x) shrinks like ||params - params0||^3
+    """
+    if isinstance(degree, bool) or not isinstance(degree, int) or degree < 0:
+        raise ValueError(f"`taylor_expand(degree=...)` must be an int >= 0; got {degree!r}.")
+    if not callable(apply_fn):
+        raise TypeError(f"`apply_fn` must be callable `apply_fn(params, x)`; got {type(apply_fn).__name__}.")
+
+    def apply_taylor(params: PyTree, *args, **kwargs):
+        check_same_structure("params", params, "params0", params0)
+        delta = _tree_sub(params, params0)
+        terms = _directional_derivatives(
+            lambda p: apply_fn(p, *args, **kwargs), params0, delta, degree)
+        out = terms[0]
+        for j, term in enumerate(terms[1:], start=1):
+            out = jax.tree_util.tree_map(lambda o, t, j=j: o + t / math.factorial(j), out, term)
+        return out
+
+    return apply_taylor
+
+
+def linearize(apply_fn: ApplyFn, params0: PyTree) -> ApplyFn:
+    """First-order Taylor model of `apply_fn` around `params0`, built on `jax.jvp`.
+
+    `apply_lin(params, x) = f(params0, x) + J(params0, x) (params - params0)`, computed with
+    one forward-mode pass and no Jacobian in memory. Training it by gradient descent on the
+    MSE loss is what `jaxdyn.dynamics.mse` predicts in closed form.
+
+    Args:
+      apply_fn: model `apply_fn(params, x, **kwargs) -> outputs`.
+      params0: the linearization point (usually the initial parameters).
+
+    Returns:
+      `apply_lin(params, x, **kwargs)` with the same signature and outputs as `apply_fn`;
+      jit/vmap/grad-able.
+
+    Example:
+      >>> f_lin = linearize(apply_fn, params0)
+      >>> f_lin(params0, x)  # == apply_fn(params0, x)
+    """
+    if not callable(apply_fn):
+        raise TypeError(f"`apply_fn` must be callable `apply_fn(params, x)`; got {type(apply_fn).__name__}.")
+
+    def apply_lin(params: PyTree, *args, **kwargs):
+        check_same_structure("params", params, "params0", params0)
+        delta = _tree_sub(params, params0)
+        f0, df = jax.jvp(lambda p: apply_fn(p, *args, **kwargs), (params0,), (delta,))
+        return jax.tree_util.tree_map(jnp.add, f0, df)
+
+    return apply_lin

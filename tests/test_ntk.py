@@ -1,0 +1,197 @@
+"""Empirical NTK: every method against J J^T from jax.jacrev and against neural-tangents."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxdyn
+from reference_models import explicit_ntk, init_mlp, mlp_apply, nt_mlp_apply, nt_mlp_params
+
+METHODS = ["jacobian", "ntvp", "auto"]
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    params = init_mlp(jax.random.PRNGKey(0), [4, 16, 16, 3])
+    x1 = jax.random.normal(jax.random.PRNGKey(1), (7, 4))
+    x2 = jax.random.normal(jax.random.PRNGKey(2), (5, 4))
+    return params, x1, x2
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("batch_size", [None, 3])
+@pytest.mark.parametrize("trace", [True, False])
+def test_matches_explicit_jacobian_product(mlp, method, batch_size, trace):
+    params, x1, x2 = mlp
+    trace_axes = (-1,) if trace else ()
+    for a, b in [(x1, x2), (x1, None)]:
+        k = jaxdyn.empirical_ntk(mlp_apply, params, a, b, trace_axes=trace_axes,
+                                 method=method, batch_size=batch_size)
+        ref = explicit_ntk(mlp_apply, params, a, a if b is None else b, trace=trace)
+        assert k.shape == ref.shape
+        np.testing.assert_allclose(k, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_batched_equals_unbatched_to_rounding(mlp, method):
+    params, x1, x2 = mlp
+    full = jaxdyn.empirical_ntk(mlp_apply, params, x1, x2, method=method)
+    for b in [1, 2, 4, 5, 100]:
+        k = jaxdyn.empirical_ntk(mlp_apply, params, x1, x2, method=method, batch_size=b)
+        np.testing.assert_allclose(k, full, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("impl", [1, 2, 3])
+def test_matches_neural_tangents(nt_refs, method, impl):
+    params = nt_mlp_params(nt_refs)
+    x1, x2 = nt_refs["x1"], nt_refs["x2"]
+    np.testing.assert_allclose(nt_mlp_apply(params, x1), nt_refs["emp_f_x1"], rtol=1e-12)
+    k = jaxdyn.empirical_ntk(nt_mlp_apply, params, x2, x1, method=method)
+    np.testing.assert_allclose(k, nt_refs[f"emp_ntk_trace_impl{impl}_21"], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_full_kernel_matches_neural_tangents(nt_refs, method):
+    params = nt_mlp_params(nt_refs)
+    k = jaxdyn.empirical_ntk(nt_mlp_apply, params, nt_refs["x2"], nt_refs["x1"],
+                             trace_axes=(), method=method, batch_size=4)
+    assert k.shape == (6, 8, 3, 3)
+    np.testing.assert_allclose(k, nt_refs["emp_ntk_full_21"], rtol=1e-10, atol=1e-10)
+
+
+def test_symmetric_and_psd(mlp):
+    params, x1, _ = mlp
+    k = np.asarray(jaxdyn.empirical_ntk(mlp_apply, params, x1))
+    np.testing.assert_allclose(k, k.T, rtol=1e-13, atol=1e-13)
+    assert np.linalg.eigvalsh(k).min() > -1e-10 * np.abs(k).max()
+
+
+@pytest.mark.parametrize("method", ["jacobian", "ntvp"])
+@pytest.mark.parametrize("trace_axes", [(-1,), (1,), (1, 2), ()])
+def test_multi_axis_outputs(method, trace_axes):
+    """Outputs (n, 2, 3): traced axes are averaged, the others come as adjacent pairs."""
+    params = init_mlp(jax.random.PRNGKey(3), [3, 8, 6])
+    apply = lambda p, x: mlp_apply(p, x).reshape(x.shape[0], 2, 3)  # noqa: E731
+    x1 = jax.random.normal(jax.random.PRNGKey(4), (4, 3))
+    x2 = jax.random.normal(jax.random.PRNGKey(5), (3, 3))
+    k = jaxdyn.empirical_ntk(apply, params, x1, x2, trace_axes=trace_axes, method=method, batch_size=2)
+    full = explicit_ntk(mlp_apply, params, x1, x2, trace=False).reshape(4, 3, 2, 3, 2, 3)
+    # -> full[i, j, a, b, c, d]: a, b = first output axis of the x1 / x2 example; c, d = second.
+    full = jnp.transpose(full, (0, 1, 2, 4, 3, 5))
+    ref = {(-1,): jnp.einsum("ijabcc->ijab", full) / 3,
+           (1,): jnp.einsum("ijaacd->ijcd", full) / 2,
+           (1, 2): jnp.einsum("ijaacc->ij", full) / 6,
+           (): full}[trace_axes]
+    np.testing.assert_allclose(k, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["jacobian", "ntvp"])
+@pytest.mark.parametrize("batch_size", [None, 3])
+def test_groups_add_up_and_equal_their_own_jacobians(nt_refs, method, batch_size):
+    params = nt_mlp_params(nt_refs)
+    x1, x2 = nt_refs["x1"], nt_refs["x2"]
+    parts = jaxdyn.ntk_by_group(nt_mlp_apply, params, x1, x2, method=method, batch_size=batch_size)
+    assert list(parts) == ["0", "1", "2"]
+    full = jaxdyn.empirical_ntk(nt_mlp_apply, params, x1, x2)
+    np.testing.assert_allclose(sum(parts.values()), full, rtol=1e-12, atol=1e-12)
+    # Layer 1 alone: differentiate with the other layers frozen.
+    f1 = lambda w, x: nt_mlp_apply([params[0], w, params[2]], x)  # noqa: E731
+    np.testing.assert_allclose(parts["1"], explicit_ntk(f1, params[1], x1, x2), rtol=1e-12, atol=1e-12)
+
+
+def test_param_groups_naming():
+    tree = {"params": {"Dense_0": {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3)},
+                       "Dense_1": {"kernel": jnp.ones((3, 1)), "bias": jnp.ones(1)}}}
+    assert jaxdyn.param_groups(tree) == {"params/Dense_0": [0, 1], "params/Dense_1": [2, 3]}
+    assert jaxdyn.param_groups(tree, groups=3)["params/Dense_0/kernel"] == [1]
+    by_kind = jaxdyn.param_groups(tree, groups=lambda path: path[-1])
+    assert by_kind == {"bias": [0, 2], "kernel": [1, 3]}
+    with pytest.raises(TypeError, match="groups"):
+        jaxdyn.param_groups(tree, groups="layers")
+
+
+def test_compiles_once_per_shape(mlp):
+    params, x1, x2 = mlp
+    traces = []
+
+    def counted(p, x):
+        traces.append(x.shape)
+        return mlp_apply(p, x)
+    kernel = jaxdyn.ntk_fn(counted, method="jacobian")
+    kernel(x1, x2, params)
+    n = len(traces)
+    params2 = jax.tree_util.tree_map(lambda a: a * 1.1, params)
+    k2 = kernel(x1 + 1.0, x2, params2)
+    assert len(traces) == n, "second call with the same shapes must not retrace"
+    np.testing.assert_allclose(k2, explicit_ntk(mlp_apply, params2, x1 + 1.0, x2), rtol=1e-12)
+
+
+def test_jit_and_vmap_over_params(mlp):
+    params, x1, x2 = mlp
+    kernel = jaxdyn.ntk_fn(mlp_apply, method="jacobian")
+    stacked = jax.tree_util.tree_map(lambda a: jnp.stack([a, 2 * a]), params)
+    ks = jax.jit(jax.vmap(lambda p: kernel(x1, x2, p)))(stacked)
+    p2 = jax.tree_util.tree_map(lambda a: 2 * a, params)
+    np.testing.assert_allclose(ks[1], explicit_ntk(mlp_apply, p2, x1, x2), rtol=1e-12)
+
+
+def test_float32_params_under_x64(mlp):
+    params, x1, x2 = mlp
+    p32 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), params)
+    k = jaxdyn.empirical_ntk(mlp_apply, p32, x1.astype(jnp.float32), x2.astype(jnp.float32))
+    assert k.dtype == jnp.float32
+    # float32 rounding of ~100-term sums: a few ulps of the largest entries.
+    np.testing.assert_allclose(k, explicit_ntk(mlp_apply, params, x1, x2), rtol=1e-5, atol=1e-5)
+
+
+def test_cost_model_prefers_jacobian_and_respects_budget(mlp):
+    params, x1, x2 = mlp
+    cost = jaxdyn.ntk_cost(mlp_apply, params, x1, x2)
+    assert cost.method == "jacobian" and "fewer flops" in cost.reason
+    assert cost.num_params == sum(a.size for a in jax.tree_util.tree_leaves(params))
+    assert cost.forward_flops >= 2 * cost.num_params
+    # A budget between the two methods' needs forces the lighter one.
+    budget = 0.5 * (cost.memory_bytes["jacobian"] + cost.memory_bytes["ntvp"])
+    lighter = min(cost.memory_bytes, key=cost.memory_bytes.get)
+    heavier = max(cost.memory_bytes, key=cost.memory_bytes.get)
+    tight = jaxdyn.ntk_cost(mlp_apply, params, x1, x2, memory_budget=budget)
+    assert tight.method == lighter and heavier in tight.reason
+    none_fit = jaxdyn.ntk_cost(mlp_apply, params, x1, x2, memory_budget=1.0)
+    assert "batch_size" in none_fit.reason
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(method="fast"), ValueError, "method"),
+    (dict(batch_size=0), ValueError, "batch_size"),
+    (dict(batch_size=2.5), ValueError, "batch_size"),
+    (dict(trace_axes=(0,)), ValueError, "batch axis"),
+    (dict(trace_axes=(5,)), ValueError, "out of range"),
+    (dict(trace_axes=3), TypeError, "trace_axes"),
+    (dict(precision="ultra"), ValueError, "precision"),
+])
+def test_bad_arguments(mlp, kwargs, exc, match):
+    params, x1, x2 = mlp
+    with pytest.raises(exc, match=match):
+        jaxdyn.empirical_ntk(mlp_apply, params, x1, x2, **kwargs)
+
+
+def test_bad_inputs(mlp):
+    params, x1, x2 = mlp
+    with pytest.raises(ValueError, match="same per-example shape"):
+        jaxdyn.empirical_ntk(mlp_apply, params, x1, x2[:, :3])
+    with pytest.raises(ValueError, match=r"`x1` contains 1 NaN"):
+        jaxdyn.empirical_ntk(mlp_apply, params, x1.at[2, 1].set(jnp.nan), x2)
+    with pytest.raises(TypeError, match="x2"):
+        jaxdyn.empirical_ntk(mlp_apply, params, x1, [[1.0, 2.0]])
+    with pytest.raises(TypeError, match="apply_fn"):
+        jaxdyn.ntk_fn("mlp")
+    with pytest.raises(TypeError, match="single array"):
+        jaxdyn.empirical_ntk(lambda p, x: {"y": mlp_apply(p, x)}, params, x1, x2)
+
+
+def test_nan_kernel_is_reported(mlp):
+    params, x1, x2 = mlp
+    bad = [(params[0][0].at[0, 0].set(jnp.nan), params[0][1])] + list(params[1:])
+    with pytest.raises(ValueError, match="NaN/Inf"):
+        jaxdyn.empirical_ntk(mlp_apply, bad, x1, x2)
