@@ -47,23 +47,6 @@ def mlp(params, x):
     return h
 
 
-def train(apply_fn, params, x_train, y_train, x_test, lr, steps, record):
-    """Full-batch optax SGD under lax.scan on loss 0.5 * mean((f - y)^2)."""
-    opt = optax.sgd(lr)
-    loss = lambda p: 0.5 * jnp.mean((apply_fn(p, x_train) - y_train) ** 2)  # noqa: E731
-
-    def step(carry, _):
-        p, s = carry
-        updates, s = opt.update(jax.grad(loss)(p), s, p)
-        p = optax.apply_updates(p, updates)
-        return (p, s), (apply_fn(p, x_train), apply_fn(p, x_test))
-
-    _, (f_tr, f_te) = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
-    f_tr = jnp.concatenate([apply_fn(params, x_train)[None], f_tr])
-    f_te = jnp.concatenate([apply_fn(params, x_test)[None], f_te])
-    return f_tr[record], f_te[record]
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--width", type=int, default=512, help="hidden width (default 512)")
@@ -87,10 +70,13 @@ def main():
     record = np.unique(np.geomspace(1, args.steps, 25).astype(int))
     record = np.concatenate([[0], record])
     f0_train, f0_test = mlp(params0, x_train), mlp(params0, x_test)
-    cf_train, cf_test = predict(jnp.asarray(record), f0_train, f0_test, theta_test)
-    nn_train, nn_test = train(mlp, params0, x_train, y_train, x_test, lr, args.steps, record)
-    lin_train, lin_test = train(jaxdyn.linearize(mlp, params0), params0, x_train, y_train,
-                                x_test, lr, args.steps, record)
+    _, cf_test = predict(jnp.asarray(record), f0_train, f0_test, theta_test)
+    # Full-batch optax SGD under lax.scan, recorded every step: the network, and the same
+    # network linearized at initialisation.
+    run = dict(optimizer=optax.sgd(lr), steps=args.steps, x_test=x_test, y_test=y_test)
+    net = jaxdyn.trajectory(mlp, params0, x_train, y_train, **run)
+    lin = jaxdyn.trajectory(mlp, params0, x_train, y_train, linearize=True, **run)
+    nn_test, lin_test = net.f_test[record], lin.f_test[record]
 
     rmse = lambda a, b: float(jnp.sqrt(jnp.mean((a - b) ** 2)))  # noqa: E731
     rows = [dict(step=int(s), loss_closed_form=float(loss), rmse_net_vs_closed_form=rmse(nn_test[i], cf_test[i]),

@@ -6,12 +6,15 @@ Public API, re-exported from the modules that define it:
 - `empirical_ntk`, `ntk_fn`, `ntk_by_group`, `ntk_by_group_fn`, `ntk_cost`, `param_groups`:
   the empirical neural tangent kernel.
 - `dynamics`: closed-form MSE training dynamics (`dynamics.mse`).
+- `train`: real training under `lax.scan` with any optax optimizer (`trajectory`,
+  `Trajectory`, `kernel_change`).
 - `from_linen`, `from_nnx`, `from_stax`, `as_model`: turn flax and stax models into
   `apply_fn(params, x)`.
 """
-from jaxdyn import dynamics
+from jaxdyn import dynamics, train
 from jaxdyn.linearize import linearize, taylor_expand
 from jaxdyn.models import as_model, from_linen, from_nnx, from_stax
+from jaxdyn.train import Trajectory, kernel_change, trajectory
 from jaxdyn.ntk import (NTKCost, empirical_ntk, ntk_by_group, ntk_by_group_fn, ntk_cost,
                         ntk_fn, param_groups)
 
@@ -20,5 +23,5 @@ __version__ = "0.1.0"
 __all__ = [
     "NTKCost", "as_model", "dynamics", "empirical_ntk", "from_linen", "from_nnx", "from_stax",
     "linearize", "ntk_by_group", "ntk_by_group_fn", "ntk_cost", "ntk_fn", "param_groups",
-    "taylor_expand",
+    "taylor_expand", "train", "Trajectory", "trajectory", "kernel_change",
 ]

@@ -37,7 +37,7 @@ def init_mlp(key, sizes, dtype=jnp.float64):
 def mlp_apply(params, x, act=jnp.tanh):
     h = x
     for i, (w, b) in enumerate(params):
-        h = h @ w / np.sqrt(w.shape[0]) + 0.1 * b[None, :]
+        h = h @ w / float(np.sqrt(w.shape[0])) + 0.1 * b[None, :]  # python float: keeps dtype
         if i < len(params) - 1:
             h = act(h)
     return h

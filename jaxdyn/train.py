@@ -1,0 +1,252 @@
+"""Real training trajectories with optax, compiled end to end under `lax.scan`.
+
+`trajectory` trains `apply_fn` (or its linearization) from `params0` with any optax
+optimizer and records outputs, losses, the distance travelled in parameter space and,
+on request, parameter snapshots and the NTK along the way. It is a pure function of its
+array arguments, so `jax.vmap` over keys (and initial parameters) trains an ensemble of
+seeds in one program.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxdyn._checks import check_array, check_finite, is_concrete
+from jaxdyn.linearize import linearize as _linearize
+from jaxdyn.ntk import ntk_fn
+
+PyTree = Any
+ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
+
+__all__ = ["LOSSES", "Trajectory", "cross_entropy_loss", "kernel_change", "mse_loss", "trajectory"]
+
+
+class Trajectory(NamedTuple):
+    """A recorded training run. T recorded steps, n train / m test points, k outputs.
+
+    Attributes:
+      steps: `(T,)` optimizer steps at which the run was recorded (0 is the initialisation).
+      f_train: `(T, n, k)` outputs on the training inputs.
+      f_test: `(T, m, k)` outputs on `x_test`, or None.
+      loss: `(T,)` training loss (full training set, whatever the minibatch size).
+      test_loss: `(T,)` loss on `(x_test, y_test)`, or None.
+      param_distance: `(T,)` `||theta_t - theta_0||` (Euclidean over all parameters).
+      params: parameter snapshots, leaves `(T, ...)`, or None (`keep_params=False`).
+      ntk_steps: `(Tk,)` steps at which the NTK was recorded, or None.
+      ntk: `(Tk, n, n)` empirical NTK of the trained model on `x_train` (mean over outputs),
+        or None. `kernel_change(traj)` turns it into the relative drift.
+    """
+    steps: jax.Array
+    f_train: jax.Array
+    f_test: jax.Array | None
+    loss: jax.Array
+    test_loss: jax.Array | None
+    param_distance: jax.Array
+    params: PyTree | None
+    ntk_steps: jax.Array | None
+    ntk: jax.Array | None
+
+
+def mse_loss(f: jax.Array, y: jax.Array) -> jax.Array:
+    """`0.5 * mean((f - y)**2)` over all entries: the convention of `jaxdyn.dynamics`."""
+    return 0.5 * jnp.mean((f - y) ** 2)
+
+
+def cross_entropy_loss(f: jax.Array, y: jax.Array) -> jax.Array:
+    """Softmax cross-entropy of logits `f (n, k)` against one-hot / probability targets
+    `y (n, k)`, averaged over examples."""
+    return jnp.mean(optax.softmax_cross_entropy(f, y))
+
+
+LOSSES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
+    "mse": mse_loss, "cross_entropy": cross_entropy_loss}
+
+
+def _check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"`{name}` must be an int >= {low}; got {value!r}.")
+    return int(value)
+
+
+def _tree_distance(a: PyTree, b: PyTree) -> jax.Array:
+    sq = [jnp.sum((u - v) ** 2) for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))]
+    return jnp.sqrt(sum(sq))
+
+
+def _minibatch(key: jax.Array, step: jax.Array, n: int, batch_size: int) -> jax.Array:
+    """Indices of the minibatch at `step`: a fresh permutation of the n examples every
+    epoch (from `fold_in(key, epoch)`), cut into `n // batch_size` batches; the remainder
+    of each permutation is dropped, as `drop_last` data loaders do."""
+    per_epoch = n // batch_size
+    epoch, pos = step // per_epoch, step % per_epoch
+    perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+    return jax.lax.dynamic_slice_in_dim(perm, pos * batch_size, batch_size)
+
+
+def trajectory(apply_fn: ApplyFn, params0: PyTree, x_train: jax.Array, y_train: jax.Array, *,
+               optimizer: optax.GradientTransformation, steps: int, record_every: int = 1,
+               x_test: jax.Array | None = None, y_test: jax.Array | None = None,
+               loss: str | Callable[[jax.Array, jax.Array], jax.Array] = "mse",
+               batch_size: int | None = None, key: jax.Array | None = None,
+               linearize: bool = False, keep_params: bool = False,
+               kernel_every: int | None = None, ntk_method: str = "auto") -> Trajectory:
+    """Trains `apply_fn` from `params0` with `optimizer` and records the run.
+
+    Args:
+      apply_fn: model `apply_fn(params, x) -> (n, k)`.
+      params0: initial parameters.
+      x_train: `(n, ...)` training inputs; y_train: `(n, k)` targets.
+      optimizer: any optax `GradientTransformation` (`optax.sgd(lr)` is full-batch GD,
+        `optax.sgd(lr, momentum=b)` heavy ball, `optax.adam(lr)`, ...).
+      steps: number of optimizer steps; a multiple of `record_every` (and of
+        `kernel_every` when given).
+      record_every: record outputs, losses and distances every this many steps.
+      x_test, y_test: optional `(m, ...)` inputs and `(m, k)` targets recorded alongside.
+      loss: `"mse"` (`0.5 * mean((f - y)**2)`, the `dynamics` convention),
+        `"cross_entropy"` (softmax, one-hot targets) or a callable `loss(f, y) -> scalar`.
+      batch_size: minibatch size for SGD (a fresh permutation per epoch; needs `key`);
+        None for full-batch training.
+      key: PRNG key for minibatch sampling.
+      linearize: train the linearization of `apply_fn` at `params0` instead of the network.
+      keep_params: also return parameter snapshots at the recorded steps.
+      kernel_every: record the empirical NTK on `x_train` every this many steps (a multiple
+        of `record_every`); `ntk_method` is passed to `jaxdyn.ntk_fn`.
+
+    Returns:
+      A `Trajectory`. The whole loop runs as one compiled `lax.scan`; wrap the call in
+      `jax.vmap` over keys / initial parameters to train seeds in parallel. A run whose
+      loss becomes NaN/Inf (e.g. a learning rate above the critical one) warns with the
+      first bad step.
+
+    Example:
+      >>> traj = trajectory(apply_fn, params0, x, y, optimizer=optax.sgd(0.5), steps=1000,
+      ...                   record_every=10, linearize=True)
+      >>> traj.f_train.shape   # (101, n, k)
+    """
+    if not callable(apply_fn):
+        raise TypeError(f"`apply_fn` must be callable `apply_fn(params, x)`; got {type(apply_fn).__name__}.")
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise TypeError(f"`optimizer` must be an optax GradientTransformation; got {type(optimizer).__name__}.")
+    steps = _check_int("steps", steps, 1)
+    record_every = _check_int("record_every", record_every, 1)
+    if steps % record_every:
+        raise ValueError(f"`steps` ({steps}) must be a multiple of `record_every` ({record_every}).")
+    if kernel_every is not None:
+        kernel_every = _check_int("kernel_every", kernel_every, 1)
+        if kernel_every % record_every or steps % kernel_every:
+            raise ValueError(
+                f"`kernel_every` ({kernel_every}) must be a multiple of `record_every` "
+                f"({record_every}) and divide `steps` ({steps}).")
+    check_array("x_train", x_train)
+    check_array("y_train", y_train, min_ndim=2)
+    if y_train.ndim != 2 or y_train.shape[0] != x_train.shape[0]:
+        raise ValueError(
+            f"`y_train` must be (n, k) with n = x_train.shape[0] = {x_train.shape[0]}; got "
+            f"{tuple(y_train.shape)}.")
+    if y_test is not None and x_test is None:
+        raise ValueError("`y_test` was given without `x_test`.")
+    if x_test is not None:
+        check_array("x_test", x_test)
+        if tuple(x_test.shape[1:]) != tuple(x_train.shape[1:]):
+            raise ValueError(f"`x_test` examples must have shape {tuple(x_train.shape[1:])} like "
+                             f"x_train's; got x_test {tuple(x_test.shape)}.")
+        if y_test is not None and tuple(y_test.shape) != (x_test.shape[0], y_train.shape[1]):
+            raise ValueError(f"`y_test` must be (m, k) = {(x_test.shape[0], y_train.shape[1])}; "
+                             f"got {tuple(y_test.shape)}.")
+    if isinstance(loss, str):
+        if loss not in LOSSES:
+            raise ValueError(f"`loss` must be one of {tuple(LOSSES)} or a callable; got {loss!r}.")
+        loss_fn = LOSSES[loss]
+    elif callable(loss):
+        loss_fn = loss
+    else:
+        raise TypeError(f"`loss` must be a name or a callable loss(f, y); got {type(loss).__name__}.")
+    n = x_train.shape[0]
+    if batch_size is not None:
+        batch_size = _check_int("batch_size", batch_size, 1)
+        if batch_size > n:
+            raise ValueError(f"`batch_size` ({batch_size}) must be <= the number of training points ({n}).")
+        if key is None:
+            raise ValueError("`key` is required for minibatch SGD (`batch_size` set): pass a "
+                             "jax.random key so the sampling is reproducible.")
+    for name, value in [("x_train", x_train), ("y_train", y_train), ("x_test", x_test),
+                        ("y_test", y_test), ("params0", params0)]:
+        check_finite(name, value)
+
+    model = _linearize(apply_fn, params0) if linearize else apply_fn
+    kernel = ntk_fn(model, method=ntk_method) if kernel_every is not None else None
+
+    def batch_loss(p, idx):
+        if idx is None:
+            return loss_fn(model(p, x_train), y_train)
+        return loss_fn(model(p, x_train[idx]), y_train[idx])
+
+    def one_step(carry, _):
+        p, state, step = carry
+        idx = None if batch_size is None else _minibatch(key, step, n, batch_size)
+        grads = jax.grad(batch_loss)(p, idx)
+        updates, state = optimizer.update(grads, state, p)
+        return (optax.apply_updates(p, updates), state, step + 1), None
+
+    def record(p):
+        f_tr = model(p, x_train)
+        f_te = None if x_test is None else model(p, x_test)
+        out = dict(f_train=f_tr, loss=loss_fn(f_tr, y_train), param_distance=_tree_distance(p, params0))
+        if x_test is not None:
+            out["f_test"] = f_te
+            if y_test is not None:
+                out["test_loss"] = loss_fn(f_te, y_test)
+        if keep_params:
+            out["params"] = p
+        return out
+
+    def record_chunk(carry, _):
+        carry, _ = jax.lax.scan(one_step, carry, None, length=record_every)
+        return carry, record(carry[0])
+
+    per_kernel = (kernel_every or steps) // record_every
+
+    def kernel_chunk(carry, _):
+        carry, recs = jax.lax.scan(record_chunk, carry, None, length=per_kernel)
+        ntk = kernel(x_train, None, carry[0]) if kernel is not None else None
+        return carry, (recs, ntk)
+
+    carry0 = (params0, optimizer.init(params0), jnp.zeros((), jnp.int32))
+    n_kernel = steps // (kernel_every or steps)
+    _, (recs, ntks) = jax.lax.scan(kernel_chunk, carry0, None, length=n_kernel)
+    first = record(params0)
+    recs = jax.tree_util.tree_map(
+        lambda a0, a: jnp.concatenate([a0[None], a.reshape((-1, *a.shape[2:]))]), first, recs)
+    ntk = ntk_steps = None
+    if kernel is not None:
+        ntk = jnp.concatenate([kernel(x_train, None, params0)[None], ntks])
+        ntk_steps = jnp.arange(0, steps + 1, kernel_every)
+
+    traj = Trajectory(
+        steps=jnp.arange(0, steps + 1, record_every), f_train=recs["f_train"],
+        f_test=recs.get("f_test"), loss=recs["loss"], test_loss=recs.get("test_loss"),
+        param_distance=recs["param_distance"], params=recs.get("params"),
+        ntk_steps=ntk_steps, ntk=ntk)
+    if is_concrete(traj.loss):
+        bad = np.flatnonzero(~np.isfinite(np.asarray(traj.loss)))
+        if bad.size:
+            warnings.warn(
+                f"training diverged: the loss is NaN/Inf from recorded step {int(traj.steps[bad[0]])} "
+                "on (for gradient descent, check the learning rate against "
+                "dynamics.mse(...).critical_learning_rate).", RuntimeWarning, stacklevel=2)
+    return traj
+
+
+def kernel_change(traj: Trajectory) -> jax.Array:
+    """Relative NTK drift `||Theta_t - Theta_0||_F / ||Theta_0||_F` at `traj.ntk_steps`, `(Tk,)`."""
+    if traj.ntk is None:
+        raise ValueError("`traj` holds no NTK: run `trajectory(..., kernel_every=K)`.")
+    diff = traj.ntk - traj.ntk[:1]
+    return jnp.sqrt(jnp.sum(diff ** 2, axis=(-2, -1))) / jnp.sqrt(jnp.sum(traj.ntk[0] ** 2))
+
