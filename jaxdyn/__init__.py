@@ -5,13 +5,16 @@ Public API, re-exported from the modules that define it:
 - `linearize`, `taylor_expand`: Taylor models of `apply_fn(params, x)` in its parameters.
 - `empirical_ntk`, `ntk_fn`, `ntk_by_group`, `ntk_by_group_fn`, `ntk_cost`, `param_groups`:
   the empirical neural tangent kernel.
-- `dynamics`: closed-form MSE training dynamics (`dynamics.mse`).
+- `dynamics`: closed-form MSE training dynamics (`dynamics.mse`) and infinite-width
+  ensembles (`dynamics.mse_ensemble`).
+- `data`: offline datasets (scikit-learn digits, MNIST-1D, synthetic tasks) and IDX /
+  CIFAR-10 binary readers.
 - `train`: real training under `lax.scan` with any optax optimizer (`trajectory`,
   `Trajectory`, `kernel_change`).
 - `from_linen`, `from_nnx`, `from_stax`, `as_model`: turn flax and stax models into
   `apply_fn(params, x)`.
 """
-from jaxdyn import dynamics, train
+from jaxdyn import data, dynamics, train
 from jaxdyn.linearize import linearize, taylor_expand
 from jaxdyn.models import as_model, from_linen, from_nnx, from_stax
 from jaxdyn.train import Trajectory, kernel_change, trajectory
@@ -21,7 +24,7 @@ from jaxdyn.ntk import (NTKCost, empirical_ntk, ntk_by_group, ntk_by_group_fn, n
 __version__ = "0.1.0"
 
 __all__ = [
-    "NTKCost", "as_model", "dynamics", "empirical_ntk", "from_linen", "from_nnx", "from_stax",
+    "NTKCost", "as_model", "data", "dynamics", "empirical_ntk", "from_linen", "from_nnx", "from_stax",
     "linearize", "ntk_by_group", "ntk_by_group_fn", "ntk_cost", "ntk_fn", "param_groups",
     "taylor_expand", "train", "Trajectory", "trajectory", "kernel_change",
 ]

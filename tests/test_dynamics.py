@@ -818,3 +818,22 @@ def test_nearly_psd_kernel_is_clamped_not_rejected():
     out = np.asarray(pred(STEPS, _F0))
     np.testing.assert_array_equal(out[:, 5], np.broadcast_to(_F0[5], (len(STEPS), 1)))
     assert np.abs(out[-1, 0] - _F0[0]).max() > 1e-3
+
+
+def test_gd_at_exactly_half_the_critical_rate():
+    """lr = N / lam_max makes 1 - a exactly 0 for the top mode (solved in one step); XLA's FMA
+    fusion of `1 - scale * lam` once made the branch choice and the value disagree there.
+    Reference: the explicit recurrence f <- f - lr * K (f - y) / N."""
+    rng = np.random.default_rng(3)
+    j = rng.normal(size=(8, 20))
+    k = j @ j.T
+    y = rng.normal(size=(8, 1))
+    f0 = rng.normal(size=(8, 1))
+    lr = 0.5 * float(dynamics.mse(k, y).critical_learning_rate)
+    pred = dynamics.mse(k, y, learning_rate=lr, kind="gd")
+    ts = np.arange(6)
+    out = np.asarray(pred(jnp.asarray(ts), f0))
+    f = f0.copy()
+    for s in ts:
+        np.testing.assert_allclose(out[s], f, rtol=1e-10, atol=1e-12)
+        f = f - lr * k @ (f - y) / y.size
