@@ -11,10 +11,14 @@ Public API, re-exported from the modules that define it:
   CIFAR-10 binary readers.
 - `train`: real training under `lax.scan` with any optax optimizer (`trajectory`,
   `Trajectory`, `kernel_change`).
+- `compare`: network vs linearization vs closed form (`agreement`), log-log slopes,
+  resumable `width_sweep`.
+- `nets`: stax-style layers with three faces, `serial(...) -> (init_fn, apply_fn, kernel_fn)`;
+  `infinite` holds their infinite-width NNGP/NTK recursions.
 - `from_linen`, `from_nnx`, `from_stax`, `as_model`: turn flax and stax models into
   `apply_fn(params, x)`.
 """
-from jaxdyn import data, dynamics, train
+from jaxdyn import compare, data, dynamics, infinite, nets, train
 from jaxdyn.linearize import linearize, taylor_expand
 from jaxdyn.models import as_model, from_linen, from_nnx, from_stax
 from jaxdyn.train import Trajectory, kernel_change, trajectory
@@ -24,7 +28,7 @@ from jaxdyn.ntk import (NTKCost, empirical_ntk, ntk_by_group, ntk_by_group_fn, n
 __version__ = "0.1.0"
 
 __all__ = [
-    "NTKCost", "as_model", "data", "dynamics", "empirical_ntk", "from_linen", "from_nnx", "from_stax",
+    "NTKCost", "as_model", "compare", "data", "dynamics", "infinite", "nets", "empirical_ntk", "from_linen", "from_nnx", "from_stax",
     "linearize", "ntk_by_group", "ntk_by_group_fn", "ntk_cost", "ntk_fn", "param_groups",
     "taylor_expand", "train", "Trajectory", "trajectory", "kernel_change",
 ]

@@ -1,0 +1,6 @@
+"""`python -m jaxdyn` is the `jaxdyn` command."""
+import sys
+
+from jaxdyn.cli import main
+
+sys.exit(main())
