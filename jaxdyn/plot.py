@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["linear_vs_real_outputs", "linear_vs_real_losses", "width_scaling",
+__all__ = ["linear_vs_real_outputs", "linear_vs_real_losses", "network_vs_kernel", "width_scaling",
            "save_linear_vs_real_figures"]
 
 
@@ -99,3 +99,34 @@ def save_linear_vs_real_figures(results: dict[str, Any], points: Sequence[dict[s
         fig.savefig(out / name, dpi=110)
         paths.append(out / name)
     return paths
+
+
+def network_vs_kernel(x_test, mean, std, net_outputs, *, x_train=None, y_train=None,
+                      y_test=None, ax=None, title: str | None = None):
+    """Trained finite networks against the infinite-width ensemble on 1D inputs.
+
+    Args:
+      x_test: `(m,)` or `(m, 1)` test inputs (sorted for a clean line).
+      mean, std: `(m,)` ensemble mean and standard deviation (`mse_ensemble`), drawn as a
+        line and a 2-sigma band.
+      net_outputs: `(S, m)` outputs of S trained networks (different seeds).
+      x_train, y_train, y_test: optional data to overlay.
+    """
+    fig = None
+    if ax is None:
+        fig = _figure((6, 4.5))
+        ax = fig.subplots()
+    xs = np.asarray(x_test).reshape(-1)
+    mean, std = np.asarray(mean).reshape(-1), np.asarray(std).reshape(-1)
+    nets_ = np.asarray(net_outputs).reshape(-1, xs.size)
+    for i, f in enumerate(nets_):
+        ax.plot(xs, f, color="tab:blue", alpha=0.25, lw=1, label="trained networks" if i == 0 else None)
+    ax.plot(xs, mean, color="tab:red", lw=2, label="infinite-width mean")
+    ax.fill_between(xs, mean - 2 * std, mean + 2 * std, color="tab:red", alpha=0.15, label="2 sigma")
+    if y_test is not None:
+        ax.plot(xs, np.asarray(y_test).reshape(-1), "k:", label="target")
+    if x_train is not None and y_train is not None:
+        ax.plot(np.asarray(x_train).reshape(-1), np.asarray(y_train).reshape(-1), "k.", ms=8, label="train")
+    ax.set(xlabel="x", ylabel="output", title=title or "network vs kernel")
+    ax.legend(fontsize=8)
+    return fig if fig is not None else ax.figure
