@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = module.config_from_args(args)
         results = module.run(config, args.out, progress=None if args.quiet else ProgressBar())
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:
         print(f"jaxdyn run {args.experiment}: {err}", file=sys.stderr)
         return 2
     for line in module.summary_lines(results):

@@ -35,12 +35,17 @@ SUMMARY = "wide networks vs their linearization and the closed-form NTK dynamics
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu, "erf": jax.scipy.special.erf, "tanh": jnp.tanh}
 OPTIMIZERS = ("sgd", "momentum", "adam")
+# Classification datasets with a binary +-1 subset (`classes`); the file-based ones need their
+# files (see `jaxdyn.data`) under --data-dir, $JAXDYN_DATA or the Debian dataset folder.
+DATASETS = ("digits", "mnist1d", "fashion_mnist", "mnist", "cifar10")
+FILE_DATASETS = ("fashion_mnist", "mnist", "cifar10")
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Settings of one run; every field is a command-line option (`--n-train`, ...)."""
     dataset: str = "digits"
+    data_dir: str | None = None
     classes: tuple[int, int] = (3, 8)
     n_train: int = 128
     n_test: int = 64
@@ -58,6 +63,8 @@ class Config:
     dtype: str = "float64"
 
     def validate(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"`dataset` must be one of {DATASETS}; got {self.dataset!r}.")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"`activation` must be one of {tuple(ACTIVATIONS)}; got {self.activation!r}.")
         if self.optimizer not in OPTIMIZERS:
@@ -100,9 +107,9 @@ def mlp_fn(depth: int, activation: str, w_std: float, b_std: float):
 def load_data(config: Config):
     """Binary subset with +-1 targets, standardised with train statistics."""
     kwargs: dict[str, Any] = dict(n_train=config.n_train, n_test=config.n_test, standardize=True,
-                                  seed=0)
-    if config.dataset in ("digits", "mnist1d", "fashion_mnist", "mnist", "cifar10"):
-        kwargs["classes"] = tuple(config.classes)
+                                  seed=0, classes=tuple(config.classes))
+    if config.dataset in FILE_DATASETS:
+        kwargs["data_dir"] = config.data_dir
     ds = jaxdyn.data.load(config.dataset, **kwargs)
     dtype = jnp.dtype(config.dtype)
     flat = lambda a: jnp.asarray(a, dtype).reshape(a.shape[0], -1)  # noqa: E731
@@ -189,9 +196,9 @@ def run(config: Config, out_dir: str | os.PathLike, *,
             raise ValueError(
                 f"`out` {str(out)!r} holds a run with other settings ({previous}); resume it with "
                 "the same options or choose another --out.")
-    jaxdyn.compare.write_json_atomic(settings_path, settings)
     t0 = time.perf_counter()
-    data = load_data(config)
+    data = load_data(config)     # before claiming the folder: a missing dataset leaves no trace
+    jaxdyn.compare.write_json_atomic(settings_path, settings)
     sweep = jaxdyn.compare.width_sweep(
         lambda w, s: run_point(config, data, w, s), list(config.widths), list(range(config.seeds)),
         out_dir=out, progress=progress,
@@ -220,8 +227,11 @@ def options() -> list[tuple[str, dict[str, Any]]]:
     """Command-line options (argparse add_argument keyword dicts), one per Config field."""
     d = Config()
     return [
-        ("--dataset", dict(default=d.dataset, choices=jaxdyn.data.DATASETS,
-                           help=f"dataset (default {d.dataset}: scikit-learn's handwritten digits)")),
+        ("--dataset", dict(default=d.dataset, choices=DATASETS,
+                           help=f"dataset (default {d.dataset}: scikit-learn's handwritten digits; "
+                                "fashion_mnist, mnist and cifar10 read their files)")),
+        ("--data-dir", dict(default=None, help="folder with the dataset files (default: $JAXDYN_DATA, "
+                                               "then /usr/share/datasets/fashion-mnist)")),
         ("--classes", dict(default=list(d.classes), type=int, nargs=2, metavar=("A", "B"),
                            help=f"binary task: class A -> -1, B -> +1 (default {d.classes[0]} {d.classes[1]})")),
         ("--n-train", dict(default=d.n_train, type=int, help=f"training points (default {d.n_train})")),
@@ -250,7 +260,7 @@ def options() -> list[tuple[str, dict[str, Any]]]:
 
 
 def config_from_args(args) -> Config:
-    return Config(dataset=args.dataset, classes=tuple(args.classes), n_train=args.n_train,
+    return Config(dataset=args.dataset, data_dir=args.data_dir, classes=tuple(args.classes), n_train=args.n_train,
                   n_test=args.n_test, widths=tuple(args.widths), seeds=args.seeds, depth=args.depth,
                   activation=args.activation, w_std=args.w_std, b_std=args.b_std,
                   optimizer=args.optimizer, learning_rate=args.learning_rate,

@@ -1,0 +1,298 @@
+"""Shared by the benchmark scripts: workload models, subprocess runner, metadata.
+
+Only jax and numpy are imported here (lazily, inside the model builders), so the same file
+serves jaxdyn's venv (jax 0.10) and the neural-tangents reference venv (jax 0.4.23). Nothing
+here imports jaxdyn or neural_tangents.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import subprocess
+import threading
+import time
+
+RESULT_TAG = "BENCH_RESULT "
+LOAD_NOTE = ("Measured on a shared machine: other jobs (test suites) may have been running "
+             "concurrently, so timings can be inflated and noisy.")
+
+# Full-size workloads (the ones the README table reports) and tiny ones for the smoke test.
+MLP_WIDTHS = (784, 512, 512, 512, 10)
+TINY_MLP_WIDTHS = (16, 32, 32, 4)
+CNN = {"hw": 28, "channels": 32, "out": 10}
+TINY_CNN = {"hw": 6, "channels": 4, "out": 3}
+
+
+# --------------------------------------------------------------------------- models
+
+def build_model(name: str, n: int, tiny: bool, x64: bool, seed: int = 0):
+    """Returns `(apply_fn, params, x, k_outputs, num_params)` for workload `name`."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax import lax
+
+    dtype = jnp.float64 if x64 else jnp.float32
+    key = jax.random.PRNGKey(seed)
+    if name == "mlp":
+        widths = TINY_MLP_WIDTHS if tiny else MLP_WIDTHS
+        params = []
+        for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+            key, kw, kb = jax.random.split(key, 3)
+            params.append({"w": jax.random.normal(kw, (fan_in, fan_out), dtype),
+                           "b": 0.1 * jax.random.normal(kb, (fan_out,), dtype)})
+
+        def apply_fn(p, x):
+            h = x
+            for i, layer in enumerate(p):
+                fan_in = layer["w"].shape[0]
+                h = h @ layer["w"] / np.sqrt(fan_in) + layer["b"][None, :]
+                if i < len(p) - 1:
+                    h = jax.nn.relu(h)
+            return h
+
+        key, kx = jax.random.split(key)
+        x = jax.random.normal(kx, (n, widths[0]), dtype)
+        k_out = widths[-1]
+    elif name == "cnn":
+        cfg = TINY_CNN if tiny else CNN
+        hw, c, k_out = cfg["hw"], cfg["channels"], cfg["out"]
+        key, k1, k2, k3, k4, k5, k6, kx = jax.random.split(key, 8)
+        params = {
+            "conv1": {"w": jax.random.normal(k1, (3, 3, 1, c), dtype), "b": 0.1 * jax.random.normal(k2, (c,), dtype)},
+            "conv2": {"w": jax.random.normal(k3, (3, 3, c, c), dtype), "b": 0.1 * jax.random.normal(k4, (c,), dtype)},
+            "dense": {"w": jax.random.normal(k5, (hw * hw * c, k_out), dtype),
+                      "b": 0.1 * jax.random.normal(k6, (k_out,), dtype)},
+        }
+
+        def conv(h, layer):
+            fan_in = layer["w"].shape[0] * layer["w"].shape[1] * layer["w"].shape[2]
+            out = lax.conv_general_dilated(h, layer["w"], window_strides=(1, 1), padding="SAME",
+                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            return out / np.sqrt(fan_in) + layer["b"][None, None, None, :]
+
+        def apply_fn(p, x):
+            h = jax.nn.relu(conv(x, p["conv1"]))
+            h = jax.nn.relu(conv(h, p["conv2"]))
+            h = h.reshape(h.shape[0], -1)
+            return h @ p["dense"]["w"] / np.sqrt(h.shape[1]) + p["dense"]["b"][None, :]
+
+        x = jax.random.normal(kx, (n, hw, hw, 1), dtype)
+    else:
+        raise ValueError(f"unknown model {name!r}; expected 'mlp' or 'cnn'")
+    num_params = int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params)))
+    return apply_fn, params, x, k_out, num_params
+
+
+def contraction_flops(n1: int, n2: int, k: int, num_params: int) -> float:
+    """Flops of the traced NTK as a Jacobian contraction, `sum_{a,p} J1[i,a,p] J2[j,a,p]`:
+    `2 n1 n2 k P` (multiply + add). A reference count: methods that avoid the contraction
+    (NTK-vector products, structured rules) get an *effective* rate from it."""
+    return 2.0 * n1 * n2 * k * num_params
+
+
+# --------------------------------------------------------------------------- worker side
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def time_kernel(call, repeats: int) -> dict:
+    """First call (compile + one run) timed separately, then `repeats` timed calls."""
+    import numpy as np
+
+    t0 = time.perf_counter()
+    out = call()
+    out.block_until_ready()
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        call().block_until_ready()
+        times.append(time.perf_counter() - t0)
+    median = float(np.median(times)) if times else float("nan")
+    arr = np.asarray(out)
+    return {"first_call_s": first, "compile_s_est": max(first - median, 0.0) if times else first,
+            "times_s": times, "median_s": median, "min_s": min(times) if times else float("nan"),
+            "kernel_shape": list(arr.shape), "kernel_dtype": str(arr.dtype),
+            "kernel_trace": float(np.trace(arr)) if arr.ndim == 2 else float(arr.sum()),
+            "finite": bool(np.isfinite(arr).all())}
+
+
+def emit(result: dict) -> None:
+    print(RESULT_TAG + json.dumps(result), flush=True)
+
+
+# --------------------------------------------------------------------------- parent side
+
+def _rss_mib(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def total_ram_gib() -> float:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        return 8.0
+
+
+def run_worker(cmd: list[str], timeout_s: float, max_rss_gib: float, env: dict | None = None) -> dict:
+    """Runs one workload in a fresh subprocess and returns its result dict.
+
+    The parent polls the child's RSS: above `max_rss_gib` the child is killed and recorded as
+    `status="oom"` (so a too-big workload cannot take the shared machine down); past
+    `timeout_s` it is killed and recorded as `status="timeout"`; a child killed by the kernel
+    (SIGKILL) is also recorded as `oom`.
+    """
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    polled_peak = 0.0
+    status = None
+    chunks: dict[str, str] = {}
+
+    def drain(name, stream):
+        chunks[name] = stream.read()
+
+    threads = [threading.Thread(target=drain, args=(nm, st), daemon=True)
+               for nm, st in (("stdout", proc.stdout), ("stderr", proc.stderr))]
+    for th in threads:
+        th.start()
+    while proc.poll() is None:
+        rss = _rss_mib(proc.pid)
+        if rss is not None:
+            polled_peak = max(polled_peak, rss)
+            if rss > max_rss_gib * 1024:
+                status = "oom"
+                proc.kill()
+                break
+        if time.perf_counter() - t0 > timeout_s:
+            status = "timeout"
+            proc.kill()
+            break
+        time.sleep(0.05)
+    proc.wait()
+    for th in threads:
+        th.join(timeout=10)
+    wall = time.perf_counter() - t0
+    out, err = chunks.get("stdout", ""), chunks.get("stderr", "")
+    result = None
+    for line in out.splitlines():
+        if line.startswith(RESULT_TAG):
+            result = json.loads(line[len(RESULT_TAG):])
+    if result is None:
+        result = {}
+        if status is None:
+            if proc.returncode == -9:
+                status = "oom"
+            elif "RESOURCE_EXHAUSTED" in err or "MemoryError" in err or "Out of memory" in err:
+                status = "oom"
+            else:
+                status = "error"
+        result["status"] = status
+        if status == "oom":
+            result["note"] = (f"killed: RSS above --max-rss-gb={max_rss_gib:g}" if proc.returncode == -9
+                              and polled_peak > max_rss_gib * 1024 else "out of memory")
+        elif status == "timeout":
+            result["note"] = f"killed after {timeout_s:g} s (--timeout)"
+        else:
+            result["note"] = f"exit code {proc.returncode}"
+            result["stderr_tail"] = err[-2000:]
+    result["subprocess_wall_s"] = wall
+    result["polled_peak_rss_mib"] = polled_peak
+    return result
+
+
+def metadata(extra: dict | None = None) -> dict:
+    meta = {
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "host_platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "affinity_cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "total_ram_gib": round(total_ram_gib(), 2),
+        "machine_may_be_loaded": True,
+        "load_note": LOAD_NOTE,
+    }
+    try:
+        meta["loadavg_at_start"] = list(os.getloadavg())
+    except OSError:
+        pass
+    if extra:
+        meta.update(extra)
+    return meta
+
+
+def child_versions(python: str, modules: list[str]) -> dict:
+    """Versions and default device reported by another interpreter (e.g. the NT venv)."""
+    code = ("import json, importlib, jax\n"
+            "v = {}\n"
+            f"for m in {modules!r}:\n"
+            "    try:\n"
+            "        mod = importlib.import_module(m)\n"
+            "        v[m] = getattr(mod, '__version__', 'unknown')\n"
+            "    except Exception as e:\n"
+            "        v[m] = 'unavailable: ' + type(e).__name__\n"
+            "d = jax.devices()[0]\n"
+            "v['device'] = d.platform + ':' + getattr(d, 'device_kind', '')\n"
+            "print('" + RESULT_TAG + "' + json.dumps(v))\n")
+    proc = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120)
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT_TAG):
+            return json.loads(line[len(RESULT_TAG):])
+    return {"error": proc.stderr[-500:]}
+
+
+def today() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
+
+
+def write_json(path: str, payload: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(payload, fh, indent=2, sort_keys=False)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def workloads(sizes: list[int], cnn_n: int, batch_sizes: list[int | None]) -> list[dict]:
+    """(model, n, batch_size) triples. A batch size is used only when it is below n."""
+    out = []
+    for model, ns in (("mlp", sizes), ("cnn", [cnn_n] if cnn_n > 0 else [])):
+        for n in ns:
+            for b in batch_sizes:
+                if b is None or b < n:
+                    out.append({"model": model, "n": n, "batch_size": b})
+    return out
+
+
+def parse_batch_sizes(values: list[str]) -> list[int | None]:
+    out: list[int | None] = []
+    for v in values:
+        out.append(None if v.lower() in ("none", "0") else int(v))
+    return out
+
+
+def python_env() -> dict:
+    """Environment for children: no preallocation surprises, quiet TF/XLA logs."""
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    return env
+
+
+def workload_name(w: dict) -> str:
+    b = "" if w["batch_size"] is None else f" b={w['batch_size']}"
+    return f"{w['model']} n={w['n']}{b}"
+

@@ -1,0 +1,133 @@
+"""The workloads of benchmarks/ntk.py with neural-tangents' empirical NTK (reference).
+
+Runs in the reference venv (jax 0.4.23, neural-tangents 0.6.5; see requirements.txt and
+benchmarks/README.md), never in jaxdyn's. For each implementation in --implementations
+(1 = Jacobian contraction, 2 = NTK-vector products, 3 = structured derivatives) and batch
+size, `jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=(-1,), implementation=i, vmap_axes=0))`
+is timed on (x, None, params); batched kernels are `nt.batch(that, batch_size=b)`. Each
+workload runs in its own subprocess; the JSON schema is the one of benchmarks/ntk.py with
+`library="neural_tangents"` and `variant="impl<i>"`.
+
+Output: benchmarks/results/nt_ntk_<device>_<date>.json (or --out).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BENCH = os.path.dirname(HERE)
+sys.path.insert(0, BENCH)
+
+import _common as C  # noqa: E402
+
+IMPLEMENTATIONS = (1, 2, 3)
+
+
+def worker(spec: dict) -> dict:
+    import jax
+    if spec["x64"]:
+        jax.config.update("jax_enable_x64", True)
+    import neural_tangents as nt
+
+    apply_fn, params, x, k, num_params = C.build_model(spec["model"], spec["n"], spec["tiny"], spec["x64"])
+    jax.block_until_ready((params, x))
+    variant = f"impl{spec['implementation']}"
+    b = spec["n"] if spec["batch_size"] is None else spec["batch_size"]
+    if spec["implementation"] == 1:
+        # Jacobians of both block inputs: the same rough estimate jaxdyn's cost model uses.
+        predicted_gib = 2 * b * k * num_params * x.dtype.itemsize / 2**30
+        if predicted_gib > spec.get("max_rss_gib", float("inf")):
+            return {**spec, "status": "skipped_memory", "library": "neural_tangents", "variant": variant,
+                    "note": (f"not run: Jacobians of a {b}x{b} block need about {predicted_gib:.3g} GiB, "
+                             f"over --max-rss-gb={spec['max_rss_gib']:g} (would run out of memory)")}
+    rss_before = C.peak_rss_mib()
+    kfn = jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=(-1,), implementation=spec["implementation"],
+                                      vmap_axes=0))
+    if spec["batch_size"] is not None:
+        kfn = nt.batch(kfn, batch_size=spec["batch_size"])
+    timing = C.time_kernel(lambda: kfn(x, None, params), spec["repeats"])
+    flops = C.contraction_flops(spec["n"], spec["n"], k, num_params)
+    return {
+        **spec, "status": "ok", "library": "neural_tangents", "variant": variant,
+        "num_params": num_params, "outputs": k, **timing,
+        "contraction_flops": flops,
+        "effective_gflops_per_s": flops / timing["median_s"] / 1e9 if timing["times_s"] else None,
+        "peak_rss_mib": C.peak_rss_mib(), "rss_after_setup_mib": rss_before,
+        "device": str(jax.devices()[0].platform),
+    }
+
+
+def versions() -> dict:
+    import jax
+    import jaxlib
+    import neural_tangents as nt
+    d = jax.devices()[0]
+    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "neural_tangents": nt.__version__,
+            "device": f"{d.platform}:{getattr(d, 'device_kind', '')}", "device_platform": d.platform}
+
+
+def specs_for(workload: dict, args) -> list[dict]:
+    return [{**workload, "implementation": i, "repeats": args.repeats, "x64": args.x64, "tiny": args.tiny,
+             "max_rss_gib": args.max_rss_gb} for i in args.implementations]
+
+
+def run_spec(spec: dict, args, python: str | None = None) -> dict:
+    cmd = [python or sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
+    res = C.run_worker(cmd, args.timeout, args.max_rss_gb, env=C.python_env())
+    if res.get("status") != "ok":
+        res = {**spec, "library": "neural_tangents", "variant": f"impl{spec['implementation']}", **res}
+    return res
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[128, 512], help="MLP sizes n (default 128 512)")
+    p.add_argument("--cnn-n", type=int, default=64, help="CNN size n (0 skips the CNN; default 64)")
+    p.add_argument("--batch-sizes", nargs="+", default=["none", "64"],
+                   help="batch sizes; 'none' = unbatched; used only when below n (default: none 64)")
+    p.add_argument("--implementations", type=int, nargs="+", default=list(IMPLEMENTATIONS),
+                   choices=IMPLEMENTATIONS, help="NT implementations (default 1 2 3)")
+    p.add_argument("--repeats", type=int, default=3, help="timed calls after the first (default 3)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds per workload subprocess (default 300)")
+    p.add_argument("--max-rss-gb", type=float, default=round(0.6 * C.total_ram_gib(), 1),
+                   help="kill a workload above this RSS in GiB, recorded as oom (default 60%% of RAM)")
+    p.add_argument("--x64", action="store_true", help="float64 (default float32)")
+    p.add_argument("--tiny", action="store_true", help="tiny models for smoke tests")
+    p.add_argument("--out", default=None, help="output JSON path")
+    p.add_argument("--out-dir", default=os.path.join(BENCH, "results"), help="folder for the default output name")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.worker is not None:
+        C.emit(worker(json.loads(args.worker)))
+        return 0
+    if args.x64:
+        import jax
+        jax.config.update("jax_enable_x64", True)
+    ver = versions()
+    results = []
+    for w in C.workloads(args.sizes, args.cnn_n, C.parse_batch_sizes(args.batch_sizes)):
+        for spec in specs_for(w, args):
+            res = run_spec(spec, args)
+            results.append(res)
+            msg = (f"median {res['median_s']:.4g} s, first call {res['first_call_s']:.4g} s"
+                   if res.get("status") == "ok" else f"{res.get('status')}: {res.get('note', '')}")
+            print(f"[nt] {C.workload_name(w)} impl{spec['implementation']}: {msg}", flush=True)
+    payload = {
+        "benchmark": "ntk", "schema_version": 1,
+        "meta": C.metadata({**ver, "repeats": args.repeats, "dtype": "float64" if args.x64 else "float32",
+                            "tiny": args.tiny, "per_workload_subprocess": True, "timeout_s": args.timeout,
+                            "max_rss_gib": args.max_rss_gb, "x2": "None (kernel of x against itself)"}),
+        "results": results,
+    }
+    out = args.out or os.path.join(args.out_dir, f"nt_ntk_{ver['device_platform']}_{C.today()}.json")
+    C.write_json(out, payload)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
