@@ -63,6 +63,8 @@ import jax.scipy.linalg as jsl
 import numpy as np
 from jax import lax
 
+from jaxdyn._checks import is_concrete
+
 __all__ = [
     "GETS",
     "KINDS",
@@ -97,11 +99,6 @@ _eigh_compiled = jax.jit(functools.partial(jnp.linalg.eigh, symmetrize_input=Fal
 # ------------------------------------------------------------------------------------------------
 # Small helpers.
 # ------------------------------------------------------------------------------------------------
-
-
-def _is_concrete(*xs: Any) -> bool:
-    """Whether none of ``xs`` is a tracer, i.e. values can be inspected and results cached."""
-    return not any(isinstance(x, jax.core.Tracer) for x in xs)
 
 
 def _staging() -> bool:
@@ -156,7 +153,7 @@ def _float_dtype(*dtypes: Any) -> np.dtype:
 
 
 def _check_finite(x: jax.Array, where: str) -> None:
-    if not _is_concrete(x):
+    if not is_concrete(x):
         return
     # numpy, not jnp: inside a jit trace jnp ops on concrete arrays would be staged, not evaluated.
     bad = ~np.isfinite(np.asarray(x))
@@ -547,7 +544,7 @@ def _clamped_eigensystem(
     even inside a jit trace, so that callers may cache them.
     """
     dim = kernel.shape[0]
-    concrete = _is_concrete(kernel)
+    concrete = is_concrete(kernel)
     with _eval_context(concrete):
         lam, vecs = _eigh(kernel)
         if concrete:
@@ -579,7 +576,7 @@ def _checked_cholesky(kernel: jax.Array) -> tuple[jax.Array, bool]:
     whose inverse would amplify noise by ~1/eps, so those count as failures too. Traced kernels
     cannot be inspected and count as usable.
     """
-    concrete = _is_concrete(kernel)
+    concrete = is_concrete(kernel)
     with _eval_context(concrete):
         chol, min_pivot, max_diag = _cholesky_factor(kernel)
     usable = True
@@ -681,7 +678,7 @@ class MSEPredictor:
         factor = 2.0 * self._size
         if self._kind == "momentum":
             factor = factor * (1.0 + self._momentum)
-        if _is_concrete(lam_max, factor):
+        if is_concrete(lam_max, factor):
             top = float(lam_max)
             return jax.device_put(
                 np.asarray(float(factor) / top if top > 0 else np.inf, dtype=lam_max.dtype)
@@ -1029,7 +1026,7 @@ def mse(
 
     full = kernel.ndim == 4
     dtype = _float_dtype(kernel.dtype, y.dtype)
-    concrete = _is_concrete(kernel, diag_reg)
+    concrete = is_concrete(kernel, diag_reg)
     with _eval_context(concrete):
         flat, asym, size = _prepare_kernel(kernel, diag_reg, dtype=dtype)
     if concrete:
@@ -1046,7 +1043,7 @@ def mse(
     )
     if kind != "flow":
         predictor._eigensystem()  # needed for the stability check; cached for every later call
-        if _is_concrete(flat, learning_rate, momentum):
+        if is_concrete(flat, learning_rate, momentum):
             critical = float(predictor.critical_learning_rate)
             if float(learning_rate) > critical:
                 what = "gradient descent" if kind == "gd" else "heavy-ball momentum"
@@ -1592,11 +1589,11 @@ def mse_ensemble(
     dtype = _float_dtype(y.dtype, *(k.dtype for k in raw_kernels.values()))
     raw, regularised = {}, {}
     for g, kernel in raw_kernels.items():
-        concrete = _is_concrete(kernel, diag_reg)
+        concrete = is_concrete(kernel, diag_reg)
         with _eval_context(concrete):
             raw[g], asym, size = _prepare_kernel(kernel, 0.0, dtype=dtype)
             regularised[g] = _prepare_kernel(kernel, diag_reg, dtype=dtype)[0]
-        if _is_concrete(kernel):
+        if is_concrete(kernel):
             _check_symmetric(
                 asym, size, dtype, f"{where.format('kernel_fn')} (x_train, None) kernel {g!r}"
             )
