@@ -7,6 +7,7 @@ here imports jaxdyn or neural_tangents.
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import json
 import os
 import platform
@@ -36,14 +37,16 @@ def build_model(name: str, n: int, tiny: bool, x64: bool, seed: int = 0):
     from jax import lax
 
     dtype = jnp.float64 if x64 else jnp.float32
-    key = jax.random.PRNGKey(seed)
+    # numpy draws, so both venvs (whose jax PRNG defaults differ) get identical params and inputs
+    rng = np.random.default_rng(seed)
+
+    def normal(shape):
+        return jnp.asarray(rng.standard_normal(shape), dtype)
+
     if name == "mlp":
         widths = TINY_MLP_WIDTHS if tiny else MLP_WIDTHS
-        params = []
-        for fan_in, fan_out in zip(widths[:-1], widths[1:]):
-            key, kw, kb = jax.random.split(key, 3)
-            params.append({"w": jax.random.normal(kw, (fan_in, fan_out), dtype),
-                           "b": 0.1 * jax.random.normal(kb, (fan_out,), dtype)})
+        params = [{"w": normal((fan_in, fan_out)), "b": 0.1 * normal((fan_out,))}
+                  for fan_in, fan_out in itertools.pairwise(widths)]
 
         def apply_fn(p, x):
             h = x
@@ -54,18 +57,15 @@ def build_model(name: str, n: int, tiny: bool, x64: bool, seed: int = 0):
                     h = jax.nn.relu(h)
             return h
 
-        key, kx = jax.random.split(key)
-        x = jax.random.normal(kx, (n, widths[0]), dtype)
+        x = normal((n, widths[0]))
         k_out = widths[-1]
     elif name == "cnn":
         cfg = TINY_CNN if tiny else CNN
         hw, c, k_out = cfg["hw"], cfg["channels"], cfg["out"]
-        key, k1, k2, k3, k4, k5, k6, kx = jax.random.split(key, 8)
         params = {
-            "conv1": {"w": jax.random.normal(k1, (3, 3, 1, c), dtype), "b": 0.1 * jax.random.normal(k2, (c,), dtype)},
-            "conv2": {"w": jax.random.normal(k3, (3, 3, c, c), dtype), "b": 0.1 * jax.random.normal(k4, (c,), dtype)},
-            "dense": {"w": jax.random.normal(k5, (hw * hw * c, k_out), dtype),
-                      "b": 0.1 * jax.random.normal(k6, (k_out,), dtype)},
+            "conv1": {"w": normal((3, 3, 1, c)), "b": 0.1 * normal((c,))},
+            "conv2": {"w": normal((3, 3, c, c)), "b": 0.1 * normal((c,))},
+            "dense": {"w": normal((hw * hw * c, k_out)), "b": 0.1 * normal((k_out,))},
         }
 
         def conv(h, layer):
@@ -80,7 +80,7 @@ def build_model(name: str, n: int, tiny: bool, x64: bool, seed: int = 0):
             h = h.reshape(h.shape[0], -1)
             return h @ p["dense"]["w"] / np.sqrt(h.shape[1]) + p["dense"]["b"][None, :]
 
-        x = jax.random.normal(kx, (n, hw, hw, 1), dtype)
+        x = normal((n, hw, hw, 1))
     else:
         raise ValueError(f"unknown model {name!r}; expected 'mlp' or 'cnn'")
     num_params = int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params)))
@@ -102,7 +102,10 @@ def peak_rss_mib() -> float:
 
 
 def time_kernel(call, repeats: int) -> dict:
-    """First call (compile + one run) timed separately, then `repeats` timed calls."""
+    """First call (compile + one run) timed separately, then `repeats` timed calls.
+
+    With `repeats=0` `median_s` is the first call's time (an upper bound, compile included) and
+    `median_from_first_call` is true."""
     import numpy as np
 
     t0 = time.perf_counter()
@@ -114,10 +117,12 @@ def time_kernel(call, repeats: int) -> dict:
         t0 = time.perf_counter()
         call().block_until_ready()
         times.append(time.perf_counter() - t0)
-    median = float(np.median(times)) if times else float("nan")
+    # With repeats=0 (workloads too slow to repeat) the first call, compile included, stands in.
+    median = float(np.median(times)) if times else first
     arr = np.asarray(out)
-    return {"first_call_s": first, "compile_s_est": max(first - median, 0.0) if times else first,
-            "times_s": times, "median_s": median, "min_s": min(times) if times else float("nan"),
+    return {"first_call_s": first, "compile_s_est": max(first - median, 0.0) if times else None,
+            "times_s": times, "median_s": median, "min_s": min(times) if times else first,
+            "median_from_first_call": not times,
             "kernel_shape": list(arr.shape), "kernel_dtype": str(arr.dtype),
             "kernel_trace": float(np.trace(arr)) if arr.ndim == 2 else float(arr.sum()),
             "finite": bool(np.isfinite(arr).all())}
@@ -193,9 +198,7 @@ def run_worker(cmd: list[str], timeout_s: float, max_rss_gib: float, env: dict |
     if result is None:
         result = {}
         if status is None:
-            if proc.returncode == -9:
-                status = "oom"
-            elif "RESOURCE_EXHAUSTED" in err or "MemoryError" in err or "Out of memory" in err:
+            if proc.returncode == -9 or "RESOURCE_EXHAUSTED" in err or "MemoryError" in err or "Out of memory" in err:
                 status = "oom"
             else:
                 status = "error"
@@ -215,7 +218,7 @@ def run_worker(cmd: list[str], timeout_s: float, max_rss_gib: float, env: dict |
 
 def metadata(extra: dict | None = None) -> dict:
     meta = {
-        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "host_platform": platform.platform(),
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
@@ -246,7 +249,7 @@ def child_versions(python: str, modules: list[str]) -> dict:
             "d = jax.devices()[0]\n"
             "v['device'] = d.platform + ':' + getattr(d, 'device_kind', '')\n"
             "print('" + RESULT_TAG + "' + json.dumps(v))\n")
-    proc = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([python, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT_TAG):
             return json.loads(line[len(RESULT_TAG):])
@@ -254,7 +257,7 @@ def child_versions(python: str, modules: list[str]) -> dict:
 
 
 def today() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d")
 
 
 def write_json(path: str, payload: dict) -> None:

@@ -26,7 +26,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import _common as C  # noqa: E402
+import _common as C
 
 METHODS = ("jacobian", "ntvp", "auto")
 
@@ -58,7 +58,7 @@ def worker(spec: dict) -> dict:
         "cost_model_memory_gib": predicted_gib,
         "num_params": num_params, "outputs": k, **timing,
         "contraction_flops": flops,
-        "effective_gflops_per_s": flops / timing["median_s"] / 1e9 if timing["times_s"] else None,
+        "effective_gflops_per_s": flops / timing["median_s"] / 1e9,
         "peak_rss_mib": C.peak_rss_mib(), "rss_after_setup_mib": rss_before,
         "device": str(jax.devices()[0].platform),
     }
@@ -105,7 +105,7 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cnn-n", type=int, default=64, help="CNN size n (0 skips the CNN; default 64)")
     p.add_argument("--batch-sizes", nargs="+", default=["none", "64"],
                    help="batch sizes; 'none' = unbatched; a size is used only when below n (default: none 64)")
-    p.add_argument("--repeats", type=int, default=3, help="timed calls after the first (default 3)")
+    p.add_argument("--repeats", type=int, default=3, help="timed calls after the first (default 3; 0: report the first call, compile included)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per workload subprocess (default 300)")
     p.add_argument("--max-rss-gb", type=float, default=round(0.6 * C.total_ram_gib(), 1),
                    help="kill a workload whose RSS exceeds this many GiB, recorded as oom (default 60%% of RAM)")

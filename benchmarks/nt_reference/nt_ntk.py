@@ -21,7 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH = os.path.dirname(HERE)
 sys.path.insert(0, BENCH)
 
-import _common as C  # noqa: E402
+import _common as C
 
 IMPLEMENTATIONS = (1, 2, 3)
 
@@ -37,8 +37,10 @@ def worker(spec: dict) -> dict:
     variant = f"impl{spec['implementation']}"
     b = spec["n"] if spec["batch_size"] is None else spec["batch_size"]
     if spec["implementation"] == 1:
-        # Jacobians of both block inputs: the same rough estimate jaxdyn's cost model uses.
-        predicted_gib = 2 * b * k * num_params * x.dtype.itemsize / 2**30
+        # Jacobians of the block inputs (one when x2 is None and unbatched, two per block when
+        # nt.batch passes separate x1/x2 blocks): the estimate jaxdyn's cost model uses.
+        n_jac = 1 if spec["batch_size"] is None else 2
+        predicted_gib = n_jac * b * k * num_params * x.dtype.itemsize / 2**30
         if predicted_gib > spec.get("max_rss_gib", float("inf")):
             return {**spec, "status": "skipped_memory", "library": "neural_tangents", "variant": variant,
                     "note": (f"not run: Jacobians of a {b}x{b} block need about {predicted_gib:.3g} GiB, "
@@ -54,7 +56,7 @@ def worker(spec: dict) -> dict:
         **spec, "status": "ok", "library": "neural_tangents", "variant": variant,
         "num_params": num_params, "outputs": k, **timing,
         "contraction_flops": flops,
-        "effective_gflops_per_s": flops / timing["median_s"] / 1e9 if timing["times_s"] else None,
+        "effective_gflops_per_s": flops / timing["median_s"] / 1e9,
         "peak_rss_mib": C.peak_rss_mib(), "rss_after_setup_mib": rss_before,
         "device": str(jax.devices()[0].platform),
     }
@@ -90,7 +92,7 @@ def main(argv=None) -> int:
                    help="batch sizes; 'none' = unbatched; used only when below n (default: none 64)")
     p.add_argument("--implementations", type=int, nargs="+", default=list(IMPLEMENTATIONS),
                    choices=IMPLEMENTATIONS, help="NT implementations (default 1 2 3)")
-    p.add_argument("--repeats", type=int, default=3, help="timed calls after the first (default 3)")
+    p.add_argument("--repeats", type=int, default=3, help="timed calls after the first (default 3; 0: report the first call, compile included)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per workload subprocess (default 300)")
     p.add_argument("--max-rss-gb", type=float, default=round(0.6 * C.total_ram_gib(), 1),
                    help="kill a workload above this RSS in GiB, recorded as oom (default 60%% of RAM)")

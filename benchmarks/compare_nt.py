@@ -1,0 +1,187 @@
+"""jaxdyn's empirical NTK beside neural-tangents', run side by side.
+
+For every workload of benchmarks/ntk.py (model, n, batch size) this driver alternates jaxdyn
+methods and neural-tangents implementations (jacobian, impl1, ntvp, impl2, auto, impl3), each in
+its own fresh subprocess: jaxdyn with this interpreter (sys.executable, i.e. .venv/bin/python),
+neural-tangents with --nt-python (default /tmp/ntref/bin/python; build it as described in
+benchmarks/README.md). Alternating spreads slow periods of a shared machine over both sides.
+
+Writes benchmarks/results/compare_nt_<date>.json with both sides' results, per-(model, n)
+best times and the ratio `NT fastest / jaxdyn fastest` (> 1: jaxdyn faster), checks that both
+sides computed the same kernel (relative difference of the traces), and prints a markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "nt_reference"))
+
+import _common as C
+import nt_ntk
+import ntk
+
+
+def _best(results: list[dict]) -> dict | None:
+    """Fastest ok result; medians of repeated calls win over single-call (--repeats 0) upper bounds."""
+    ok = [r for r in results if r.get("status") == "ok"]
+    repeated = [r for r in ok if not r.get("median_from_first_call")]
+    pool = repeated or ok
+    return min(pool, key=lambda r: r["median_s"]) if pool else None
+
+
+def _label(r: dict) -> str:
+    b = "" if r["batch_size"] is None else f", b={r['batch_size']}"
+    v = r["variant"] + ("*" if r.get("median_from_first_call") else "")
+    if r.get("library") == "jaxdyn" and v == "auto":
+        v = f"auto->{r.get('resolved_method')}"
+    return v + b
+
+
+def summarise(jd: list[dict], nt: list[dict]) -> list[dict]:
+    rows = []
+    keys = []
+    for r in jd + nt:
+        key = (r["model"], r["n"])
+        if key not in keys:
+            keys.append(key)
+    for model, n in keys:
+        mine = [r for r in jd if (r["model"], r["n"]) == (model, n)]
+        ref = [r for r in nt if (r["model"], r["n"]) == (model, n)]
+        bj, bn = _best(mine), _best(ref)
+        row = {"model": model, "n": n,
+               "jaxdyn_best": _label(bj) if bj else None, "jaxdyn_best_s": bj["median_s"] if bj else None,
+               "nt_best": _label(bn) if bn else None, "nt_best_s": bn["median_s"] if bn else None,
+               "ratio_nt_over_jaxdyn": (bn["median_s"] / bj["median_s"]) if bj and bn else None,
+               "jaxdyn_failed": [f"{_label(r)}: {r['status']}" for r in mine if r.get("status") != "ok"],
+               "nt_failed": [f"{_label(r)}: {r['status']}" for r in ref if r.get("status") != "ok"]}
+        if bj and bn:
+            tj, tn = bj["kernel_trace"], bn["kernel_trace"]
+            row["kernel_trace_rel_diff"] = abs(tj - tn) / max(abs(tn), 1e-30)
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    def fmt(t):
+        return "failed" if t is None else (f"{t * 1e3:.1f} ms" if t < 1 else f"{t:.2f} s")
+    lines = ["| workload | jaxdyn best (method) | jaxdyn time | NT best (implementation) | NT time | NT / jaxdyn |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        name = f"{r['model'].upper()} n={r['n']}"
+        ratio = "n/a" if r["ratio_nt_over_jaxdyn"] is None else f"{r['ratio_nt_over_jaxdyn']:.3g}"
+        lines.append(f"| {name} | {r['jaxdyn_best'] or '-'} | {fmt(r['jaxdyn_best_s'])} | "
+                     f"{r['nt_best'] or '-'} | {fmt(r['nt_best_s'])} | {ratio} |")
+    if any("*" in (r["jaxdyn_best"] or "") + (r["nt_best"] or "") for r in rows):
+        lines.append("")
+        lines.append("\\* a single call, compile included (run with --repeats 0): an upper bound.")
+    return "\n".join(lines)
+
+
+def merge(paths: list[str], out: str) -> int:
+    """Combines the results of several compare_nt runs; the summary is recomputed."""
+    import json
+    parts = []
+    for path in paths:
+        with open(path) as fh:
+            parts.append(json.load(fh))
+    jd = [r for part in parts for r in part["jaxdyn"]]
+    nt = [r for part in parts for r in part["neural_tangents"]]
+    rows = summarise(jd, nt)
+    table = markdown(rows)
+    meta = dict(parts[0]["meta"])
+    meta["repeats"] = sorted({part["meta"]["repeats"] for part in parts})
+    meta["merged_from"] = [{"file": os.path.basename(path), "date_utc": part["meta"]["date_utc"],
+                            "repeats": part["meta"]["repeats"], "timeout_s": part["meta"]["timeout_s"],
+                            "loadavg_at_start": part["meta"].get("loadavg_at_start")}
+                           for path, part in zip(paths, parts)]
+    C.write_json(out, {"benchmark": "compare_nt", "schema_version": 1, "meta": meta, "summary": rows,
+                       "markdown_table": table, "jaxdyn": jd, "neural_tangents": nt})
+    print(table)
+    print(f"\nwrote {out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ntk.add_common_args(p)
+    p.add_argument("--methods", nargs="+", default=list(ntk.METHODS), choices=ntk.METHODS,
+                   help="jaxdyn methods (default: jacobian ntvp auto)")
+    p.add_argument("--implementations", type=int, nargs="+", default=list(nt_ntk.IMPLEMENTATIONS),
+                   choices=nt_ntk.IMPLEMENTATIONS, help="neural-tangents implementations (default 1 2 3)")
+    p.add_argument("--nt-python", default="/tmp/ntref/bin/python",
+                   help="interpreter of the neural-tangents reference venv (default /tmp/ntref/bin/python)")
+    p.add_argument("--out", default=None, help="output JSON (default benchmarks/results/compare_nt_<date>.json)")
+    p.add_argument("--out-dir", default=os.path.join(HERE, "results"), help="folder for the default output name")
+    p.add_argument("--write-sides", action="store_true",
+                   help="also write each side's results as ntk_<device><suffix>.json / nt_ntk_<device><suffix>.json")
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="run nothing: combine earlier compare_nt JSON files (e.g. runs with different "
+                        "--sizes/--repeats) into one with a recomputed summary, written to --out")
+    args = p.parse_args(argv)
+    args.no_subprocess = False
+    if args.merge:
+        return merge(args.merge, args.out or os.path.join(args.out_dir, f"compare_nt_{C.today()}.json"))
+    if not os.path.exists(args.nt_python):
+        p.error(f"--nt-python {args.nt_python} does not exist; see benchmarks/README.md to create the venv")
+
+    jd_ver = ntk.versions()
+    nt_ver = C.child_versions(args.nt_python, ["jax", "jaxlib", "neural_tangents", "numpy", "scipy"])
+    jd_res, nt_res = [], []
+    for w in C.workloads(args.sizes, args.cnn_n, C.parse_batch_sizes(args.batch_sizes)):
+        jd_specs = [{**w, "method": m, "repeats": args.repeats, "x64": args.x64, "tiny": args.tiny,
+                     "max_rss_gib": args.max_rss_gb} for m in args.methods]
+        nt_specs = nt_ntk.specs_for(w, args)
+        for i in range(max(len(jd_specs), len(nt_specs))):
+            for side, specs, runner, python, bucket in (
+                    ("jaxdyn", jd_specs, ntk.run_spec, sys.executable, jd_res),
+                    ("nt", nt_specs, nt_ntk.run_spec, args.nt_python, nt_res)):
+                if i >= len(specs):
+                    continue
+                res = runner(specs[i], args, python=python)
+                bucket.append(res)
+                msg = (f"median {res['median_s']:.4g} s (first call {res['first_call_s']:.3g} s, "
+                       f"peak RSS {res.get('peak_rss_mib', 0):.0f} MiB)" if res.get("status") == "ok"
+                       else f"{res.get('status')}: {res.get('note', '')}")
+                print(f"[{side}] {C.workload_name(w)} {res['variant']}: {msg}", flush=True)
+    rows = summarise(jd_res, nt_res)
+    table = markdown(rows)
+    payload = {
+        "benchmark": "compare_nt", "schema_version": 1,
+        "meta": C.metadata({"jaxdyn_side": jd_ver, "nt_side": nt_ver, "nt_python": args.nt_python,
+                            "jaxdyn_python": sys.executable, "repeats": args.repeats,
+                            "dtype": "float64" if args.x64 else "float32", "tiny": args.tiny,
+                            "timeout_s": args.timeout, "max_rss_gib": args.max_rss_gb,
+                            "x2": "None (kernel of x against itself)",
+                            "ratio": "NT fastest median / jaxdyn fastest median over methods and batch sizes; "
+                                     "> 1 means jaxdyn is faster",
+                            "jaxdyn_precision": "ntk_fn default precision='highest'; NT default precision"}),
+        "summary": rows,
+        "markdown_table": table,
+        "jaxdyn": jd_res,
+        "neural_tangents": nt_res,
+    }
+    out = args.out or os.path.join(args.out_dir, f"compare_nt_{C.today()}.json")
+    C.write_json(out, payload)
+    if args.write_sides:
+        # The same runs in the schemas of ntk.py and nt_reference/nt_ntk.py.
+        suffix = os.path.splitext(os.path.basename(out))[0].replace("compare_nt", "")
+        common = {"repeats": args.repeats, "dtype": payload["meta"]["dtype"], "tiny": args.tiny,
+                  "per_workload_subprocess": True, "timeout_s": args.timeout, "max_rss_gib": args.max_rss_gb,
+                  "x2": "None (kernel of x against itself)", "source": "compare_nt.py side-by-side run"}
+        for name, ver, res in (("ntk", jd_ver, jd_res), ("nt_ntk", nt_ver, nt_res)):
+            side = os.path.join(os.path.dirname(out), f"{name}_{ver.get('device', 'cpu').split(':')[0]}{suffix}.json")
+            C.write_json(side, {"benchmark": "ntk", "schema_version": 1,
+                                "meta": C.metadata({**ver, **common}), "results": res})
+            print(f"wrote {side}")
+    print()
+    print(table)
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
