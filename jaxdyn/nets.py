@@ -19,6 +19,10 @@ Example:
   >>> k = kernel_fn(x1, x2)              # Kernel(nngp=(n1, n2), ntk=(n1, n2))
   >>> theta = kernel_fn(x1, x2, "ntk")   # (n1, n2)
 
+A `serial` of Dense layers, activations, Identity and Flatten (nested serials included) also
+gets `apply_fn.dense_structure` (a `DenseStructure`), which `jaxdyn.empirical_ntk` uses for
+its fast `method="structured"`.
+
 Residual blocks: `serial(Dense(...), FanOut(2), parallel(serial(Relu(), Dense(...)),
 Identity()), FanInSum())`. As in neural-tangents, `FanInSum` adds branch covariances, which
 assumes the branches are uncorrelated mean-zero Gaussians (each ends in its own Dense /
@@ -43,6 +47,8 @@ __all__ = [
     "ABRelu",
     "Conv",
     "Dense",
+    "DenseLayerInfo",
+    "DenseStructure",
     "Elementwise",
     "Erf",
     "FanInSum",
@@ -178,6 +184,76 @@ class Layer(NamedTuple):
     kernel_fn: KernelFn
 
 
+class DenseLayerInfo(NamedTuple):
+    """One Dense layer of a `DenseStructure`: `z = c_W h @ W + c_b b`.
+
+    `w_leaf` / `b_leaf` index `jax.tree_util.tree_leaves(params)` (`b_leaf` None without a
+    bias); `width` is the number of outputs of the layer.
+    """
+    w_leaf: int
+    b_leaf: int | None
+    c_W: float
+    c_b: float
+    width: int
+
+
+class DenseStructure:
+    """How a `serial` network of Dense layers and parameter-free per-example layers
+    (activations, Identity, Flatten) computes, for `jaxdyn.ntk`'s `method="structured"`.
+
+    Set as `apply_fn.dense_structure` on such networks only. Each op is
+    `("dense", path, parameterization, W_std, b_std)` with `path` the indices leading to the
+    layer's `(W, b)` inside `params`, or `("map", fn)` for a parameter-free per-example layer.
+    """
+
+    def __init__(self, ops: tuple):
+        self.ops = ops
+
+    def layers(self, params: PyTree) -> list[DenseLayerInfo]:
+        """Leaf indices, scales and widths of the Dense layers, in network order."""
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        index = jax.tree_util.tree_unflatten(treedef, list(range(len(leaves))))
+        out = []
+        for op in self.ops:
+            if op[0] != "dense":
+                continue
+            _, path, param, W_std, b_std = op
+            w_leaf, b_leaf = _at(index, path)
+            fan_in, width = leaves[w_leaf].shape
+            if param == "ntk":
+                c_W, c_b = W_std / math.sqrt(fan_in), (b_std or 0.0)
+            else:
+                c_W, c_b = 1.0, 1.0
+            out.append(DenseLayerInfo(w_leaf, b_leaf, float(c_W), float(c_b), int(width)))
+        return out
+
+    def apply(self, params: PyTree, x: jax.Array,
+              probes: Sequence[jax.Array]) -> tuple[jax.Array, list[jax.Array]]:
+        """Forward pass with `probes[l]` (n, width_l) added to the l-th Dense pre-activation.
+
+        Returns `(outputs (n, k), [h_l (n, fan_in_l)])`, `h_l` the l-th Dense layer's input.
+        With zero probes the outputs are `apply_fn(params, x)` and the gradient with respect
+        to `probes[l]` is the gradient with respect to that layer's pre-activation.
+        """
+        inputs = []
+        for op in self.ops:
+            if op[0] == "map":
+                x = op[1](x)
+                continue
+            _, path, param, W_std, b_std = op
+            inputs.append(x)
+            z = _dense_apply(_at(params, path), x, param, W_std, b_std)
+            # cast: a wider probe must not change the forward pass's dtype
+            x = z + probes[len(inputs) - 1].astype(z.dtype)
+        return x, inputs
+
+
+def _at(tree, path: tuple[int, ...]):
+    for i in path:
+        tree = tree[i]
+    return tree
+
+
 # --------------------------------------------------------------------------- checks
 
 @functools.cache
@@ -288,8 +364,33 @@ def serial(*layers: Layer) -> Layer:
             k = l.kernel_fn.transform(k)
         return k
 
+    structure = _serial_structure(layers)
+    if structure is not None:
+        apply_fn.dense_structure = structure
     return Layer(init_fn, apply_fn,
                  KernelFn(transform, "serial(" + ", ".join(l.kernel_fn.name for l in layers) + ")"))
+
+
+def _serial_structure(layers: tuple[Layer, ...]) -> DenseStructure | None:
+    """The `DenseStructure` of `serial(*layers)`, or None unless every layer is a Dense, a
+    parameter-free per-example layer, or a serial of those, with at least one Dense."""
+    ops = []
+    for i, l in enumerate(layers):
+        dense = getattr(l.apply_fn, "_dense_args", None)
+        per_example = getattr(l.apply_fn, "_per_example_map", None)
+        inner = getattr(l.apply_fn, "dense_structure", None)
+        if dense is not None:
+            ops.append(("dense", (i,), *dense))
+        elif per_example is not None:
+            ops.append(("map", per_example))
+        elif isinstance(inner, DenseStructure):
+            ops.extend(op if op[0] == "map" else ("dense", (i, *op[1]), *op[2:])
+                       for op in inner.ops)
+        else:
+            return None
+    if not any(op[0] == "dense" for op in ops):
+        return None
+    return DenseStructure(tuple(ops))
 
 
 def parallel(*layers: Layer) -> Layer:
@@ -384,13 +485,10 @@ def Dense(out: int, W_std: float = 1.0, b_std: float | None = 0.0,
         return (input_shape[0], out), (W, b)
 
     def apply_fn(params, x):
-        W, b = params
-        _need_rank("Dense", x.shape, 2, "(n, features)")
-        if param == "ntk":
-            z = (W_std / math.sqrt(x.shape[-1])) * (x @ W)
-            return z if b is None else z + b_std * b[None, :]
-        z = x @ W
-        return z if b is None else z + b[None, :]
+        return _dense_apply(params, x, param, W_std, b_std)
+
+    # read by `serial` to build its DenseStructure
+    apply_fn._dense_args = (param, W_std, b_std)
 
     def transform(k):
         _need_rank("Dense", _kshape(k), 2, "(n, features) (add Flatten() or "
@@ -398,6 +496,17 @@ def Dense(out: int, W_std: float = 1.0, b_std: float | None = 0.0,
         return infinite.dense(k, out, W_std, b_std, param)
 
     return Layer(init_fn, apply_fn, KernelFn(transform, f"Dense({out})"))
+
+
+def _dense_apply(params, x, param: str, W_std: float, b_std: float | None) -> jax.Array:
+    """`Dense` on x (n, fan_in) with params (W (fan_in, out), b (out,) or None) -> (n, out)."""
+    W, b = params
+    _need_rank("Dense", x.shape, 2, "(n, features)")
+    if param == "ntk":
+        z = (W_std / math.sqrt(x.shape[-1])) * (x @ W)
+        return z if b is None else z + b_std * b[None, :]
+    z = x @ W
+    return z if b is None else z + b[None, :]
 
 
 def Conv(out: int, filter_shape: Sequence[int], strides: Sequence[int] | None = None,
@@ -466,9 +575,10 @@ def Conv(out: int, filter_shape: Sequence[int], strides: Sequence[int] | None = 
 
 def Flatten() -> Layer:
     """`(n, ...)` -> `(n, prod(...))` (row-major, like `reshape`)."""
-    return Layer(lambda key, s: ((s[0], math.prod(s[1:])), ()),
-                 lambda params, x: x.reshape((x.shape[0], -1)),
-                 KernelFn(infinite.flatten, "Flatten"))
+    return _per_example(Layer(lambda key, s: ((s[0], math.prod(s[1:])), ()),
+                              lambda params, x: x.reshape((x.shape[0], -1)),
+                              KernelFn(infinite.flatten, "Flatten")),
+                        lambda x: x.reshape((x.shape[0], -1)))
 
 
 def GlobalAvgPool() -> Layer:
@@ -491,10 +601,17 @@ def GlobalAvgPool() -> Layer:
 
 # --------------------------------------------------------------------------- nonlinearities
 
+def _per_example(layer: Layer, fn: Callable[[jax.Array], jax.Array]) -> Layer:
+    """Marks a parameter-free layer that maps each example on its own (`fn(x)` is its
+    output), so a `serial` of such layers and Dense layers gets a `DenseStructure`."""
+    layer.apply_fn._per_example_map = fn
+    return layer
+
+
 def _activation(name: str, phi: Callable[[jax.Array], jax.Array],
                 fn: infinite.ElementwiseFn) -> Layer:
-    return Layer(lambda key, s: (s, ()), lambda params, x: phi(x),
-                 KernelFn(lambda k: infinite.elementwise(k, fn), name))
+    return _per_example(Layer(lambda key, s: (s, ()), lambda params, x: phi(x),
+                              KernelFn(lambda k: infinite.elementwise(k, fn), name)), phi)
 
 
 def _check_float(name: str, v) -> float:
@@ -543,7 +660,8 @@ def Sin(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:
 
 def Identity() -> Layer:
     """`x`. Leaves the kernel untouched (a Gaussian input stays Gaussian, for FanInSum)."""
-    return Layer(lambda key, s: (s, ()), lambda params, x: x, KernelFn(lambda k: k, "Identity"))
+    return _per_example(Layer(lambda key, s: (s, ()), lambda params, x: x,
+                              KernelFn(lambda k: k, "Identity")), lambda x: x)
 
 
 def Elementwise(fn: Callable[[jax.Array], jax.Array], *, deg: int = 64,

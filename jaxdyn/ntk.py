@@ -7,7 +7,13 @@
 - `"ntvp"`: NTK-vector products. For each example of `x2` and each output, a vjp gives
   the parameter cotangent and a jvp through the `x1` batch gives one column of the kernel.
   Never holds `J(x1)`; costs about `n1 * n2 * k` forward passes.
-- `"auto"`: picks one with the cost and memory model in `ntk_cost`, which also says why.
+- `"structured"`: for `jaxdyn.nets` networks of Dense layers and elementwise activations
+  (`apply_fn.dense_structure`). A Dense layer's per-example gradient is an outer product,
+  so its NTK part is `(c_W^2 H_l H_l'^T + c_b^2) * (G_l G_l'^T)` from the layer inputs `H_l`
+  and the output gradients `G_l` at its pre-activation: `k` vjps and matrix products, no
+  per-parameter Jacobian.
+- `"auto"`: `"structured"` where available, otherwise one picked with the cost and memory
+  model in `ntk_cost`, which also says why.
 
 `batch_size` tiles `x1 x x2` into blocks evaluated under `lax.map`, so memory stays bounded
 for any n and the whole computation remains one compiled program.
@@ -38,7 +44,7 @@ KernelFn = Callable[[jax.Array, jax.Array | None, PyTree], jax.Array]
 __all__ = ["METHODS", "NTKCost", "empirical_ntk", "ntk_fn", "ntk_cost",
            "ntk_by_group", "ntk_by_group_fn", "param_groups"]
 
-METHODS = ("auto", "jacobian", "ntvp")
+METHODS = ("auto", "jacobian", "ntvp", "structured")
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -256,7 +262,51 @@ def _ntvp_block(apply_fn, params, x1, x2, layout, groups):
     return out
 
 
-_BLOCKS = {"jacobian": _jacobian_block, "ntvp": _ntvp_block}
+def _dense_structure(apply_fn: ApplyFn):
+    """`apply_fn.dense_structure` (a `jaxdyn.nets.DenseStructure`), or None."""
+    structure = getattr(apply_fn, "dense_structure", None)
+    if callable(getattr(structure, "layers", None)) and callable(getattr(structure, "apply", None)):
+        return structure
+    return None
+
+
+def _dense_factors(structure, params, x, layout):
+    """Layer inputs `[H_l (n, fan_in_l)]` and output gradients `[G_l (n, *out, width_l)]`,
+    `G_l[i, a] = d f_a(x_i) / d z_l(x_i)` at the l-th Dense pre-activation."""
+    infos = structure.layers(params)
+    # The widest dtype: the probes' cotangents are then exact casts of the layers' gradients.
+    dtype = jnp.result_type(x.dtype, *(leaf.dtype for leaf in jax.tree_util.tree_leaves(params)))
+    probes = [jnp.zeros((x.shape[0], info.width), dtype) for info in infos]
+    _, vjp_fn, inputs = jax.vjp(lambda q: structure.apply(params, x, q), probes, has_aux=True)
+    # Examples do not interact, so one batch vjp with output a selected for every example
+    # gives each example's own gradient of f_a.
+    basis = jnp.eye(layout.out_size, dtype=dtype).reshape((layout.out_size, 1, *layout.out_shape))
+    cts = jnp.broadcast_to(basis, (layout.out_size, x.shape[0], *layout.out_shape))
+    (grads,) = jax.vmap(vjp_fn)(cts)                 # [(out_size, n, width_l)]
+    grads = [jnp.moveaxis(g, 0, 1).reshape((x.shape[0], *layout.out_shape, g.shape[-1]))
+             for g in grads]
+    return inputs, grads
+
+
+def _structured_block(apply_fn, params, x1, x2, layout, groups):
+    structure = _dense_structure(apply_fn)
+    infos = structure.layers(params)
+    h1, g1 = _dense_factors(structure, params, x1, layout)
+    h2, g2 = (h1, g1) if x2 is None else _dense_factors(structure, params, x2, layout)
+    # Per leaf: W gives c_W^2 (h h'^T) * (g g'^T), b gives c_b^2 (g g'^T); any grouping of
+    # leaves is then a sum of these parts.
+    part = {}
+    for l, info in enumerate(infos):
+        gram_g = _contract(g1[l], g2[l], layout)                          # (n1, n2, *pairs)
+        gram_h = jnp.einsum("iz,jz->ij", h1[l], h2[l], precision=_HIGHEST)
+        gram_h = gram_h.reshape(gram_h.shape + (1,) * (gram_g.ndim - 2))
+        part[info.w_leaf] = info.c_W ** 2 * gram_h * gram_g
+        if info.b_leaf is not None:
+            part[info.b_leaf] = info.c_b ** 2 * gram_g
+    return {name: sum(part[i] for i in idx) for name, idx in groups.items()}
+
+
+_BLOCKS = {"jacobian": _jacobian_block, "ntvp": _ntvp_block, "structured": _structured_block}
 
 
 def _blocks(x: jax.Array, b: int) -> jax.Array:
@@ -355,8 +405,24 @@ def _cost(apply_fn, params, x1, x2, layout, batch_size, memory_budget) -> NTKCos
         "jacobian": itemsize * (jac_rows * num_params + b1 * b2 * ku * ku),
         "ntvp": itemsize * (b2 * k * num_params + b2 * k * b1 * k + b1 * b2 * ku * ku),
     }
-    fits = [m for m in ("jacobian", "ntvp") if memory[m] <= memory_budget]
     gib = lambda v: f"{v / 2**30:.3g} GiB"  # noqa: E731
+    structure = _dense_structure(apply_fn)
+    if structure is not None:
+        infos = structure.layers(params)
+        fan_ins = [int(leaves[i.w_leaf].shape[0]) for i in infos]
+        rows = b1 if same else b1 + b2
+        widths = sum(i.width for i in infos)
+        # k batch vjps through the network, then per layer an H Gram and a G Gram.
+        flops["structured"] = n_blocks * (rows * k * 3 * fwd + 2.0 * b1 * b2 * sum(
+            fan_in + k * ku * i.width for fan_in, i in zip(fan_ins, infos)))
+        memory["structured"] = itemsize * (rows * (k * widths + sum(fan_ins))
+                                           + 3 * b1 * b2 * ku * ku)
+        reason = "structured: Dense network"
+        if memory["structured"] > memory_budget:
+            reason += (f"; it needs {gib(memory['structured'])}, over the {gib(memory_budget)} "
+                       f"budget at block {b1}x{b2}: pass a smaller `batch_size`")
+        return NTKCost("structured", reason, flops, memory, fwd, num_params, (b1, b2))
+    fits = [m for m in ("jacobian", "ntvp") if memory[m] <= memory_budget]
     if fits:
         method = min(fits, key=lambda m: flops[m])
         other = "ntvp" if method == "jacobian" else "jacobian"
@@ -386,7 +452,9 @@ def ntk_cost(apply_fn: ApplyFn, params: PyTree, x1: jax.Array, x2: jax.Array | N
         quarter of host RAM on CPU.
 
     Returns:
-      `NTKCost(method, reason, flops, memory_bytes, forward_flops, num_params, block_shape)`.
+      `NTKCost(method, reason, flops, memory_bytes, forward_flops, num_params, block_shape)`;
+      `flops` and `memory_bytes` have a `"structured"` entry only where that method is
+      available (`apply_fn.dense_structure`), and then `auto` always picks it.
 
     Example:
       >>> jaxdyn.ntk_cost(apply_fn, params, x).reason
@@ -407,6 +475,12 @@ def _kernel_dict_fn(apply_fn, trace_axes, method, batch_size, precision, groups,
         raise TypeError(f"`apply_fn` must be callable `apply_fn(params, x)`; got {type(apply_fn).__name__}.")
     trace_axes = _check_trace_axes(trace_axes)
     _check_method(method)
+    if method == "structured" and _dense_structure(apply_fn) is None:
+        raise ValueError(
+            "`method='structured'` needs an `apply_fn` with a `dense_structure` attribute: the "
+            "apply_fn of a jaxdyn.nets.serial network of Dense layers and elementwise "
+            "activations (no Conv, FanOut or parallel), passed as is (not wrapped). Use "
+            "method='jacobian', 'ntvp' or 'auto' for other models.")
     _check_batch_size(batch_size)
     _check_precision(precision)
 
@@ -450,7 +524,8 @@ def ntk_fn(apply_fn: ApplyFn, *, trace_axes: Sequence[int] = (-1,), method: str 
         (no batch statistics), as for any per-example kernel.
       trace_axes: output axes to average over; `(-1,)` gives `(n1, n2)` for `(n, k)`
         outputs, `()` gives `(n1, n2, k, k)`.
-      method: `"jacobian"`, `"ntvp"` or `"auto"` (see `ntk_cost`).
+      method: `"jacobian"`, `"ntvp"`, `"structured"` (`jaxdyn.nets` Dense networks only) or
+        `"auto"` (see `ntk_cost`).
       batch_size: if set, evaluate blocks of at most `batch_size x batch_size` examples
         under `lax.map` so memory stays bounded; the result is the same to rounding.
       precision: matmul precision while computing the kernel (`"highest"` by default, so

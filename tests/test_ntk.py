@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import jaxdyn
+from jaxdyn import nets
 from reference_models import explicit_ntk, init_mlp, mlp_apply, nt_mlp_apply, nt_mlp_params
 
 METHODS = ["jacobian", "ntvp", "auto"]
@@ -195,3 +196,132 @@ def test_nan_kernel_is_reported(mlp):
     bad = [(params[0][0].at[0, 0].set(jnp.nan), params[0][1])] + list(params[1:])
     with pytest.raises(ValueError, match="NaN/Inf"):
         jaxdyn.empirical_ntk(mlp_apply, bad, x1, x2)
+
+
+# --------------------------------------------------------------------------- structured
+
+def nets_mlp(depth, k, act, parameterization):
+    """A jaxdyn.nets MLP 4 -> 12 x depth -> k with its params and inputs."""
+    layers = []
+    for i in range(depth):
+        layers += [nets.Dense(12, W_std=1.4, b_std=0.1 + 0.1 * i,
+                              parameterization=parameterization), act()]
+    layers.append(nets.Dense(k, W_std=1.2, b_std=0.3, parameterization=parameterization))
+    init_fn, apply_fn, _ = nets.serial(*layers)
+    _, params = init_fn(jax.random.PRNGKey(depth), (-1, 4))
+    return apply_fn, params
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("act", [nets.Relu, nets.Erf])
+@pytest.mark.parametrize("parameterization", ["ntk", "standard"])
+def test_structured_equals_jacobian(mlp, depth, k, act, parameterization):
+    apply_fn, params = nets_mlp(depth, k, act, parameterization)
+    _, x1, x2 = mlp
+    for trace_axes in [(-1,), ()]:
+        for b in [x2, None]:
+            ref = jaxdyn.empirical_ntk(apply_fn, params, x1, b, trace_axes=trace_axes,
+                                       method="jacobian")
+            for batch_size in [None, 3]:
+                k_s = jaxdyn.empirical_ntk(apply_fn, params, x1, b, trace_axes=trace_axes,
+                                           method="structured", batch_size=batch_size)
+                assert k_s.shape == ref.shape
+                np.testing.assert_allclose(k_s, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("groups", [None, 2, lambda path: path[-1]])
+@pytest.mark.parametrize("batch_size", [None, 4])
+def test_structured_groups_equal_jacobian_groups(mlp, groups, batch_size):
+    """Default (per layer), per leaf and W-vs-b groupings all split the kernel exactly."""
+    apply_fn, params = nets_mlp(2, 3, nets.Erf, "ntk")
+    _, x1, x2 = mlp
+    for trace_axes in [(-1,), ()]:
+        parts = jaxdyn.ntk_by_group(apply_fn, params, x1, x2, groups=groups, trace_axes=trace_axes,
+                                    method="structured", batch_size=batch_size)
+        ref = jaxdyn.ntk_by_group(apply_fn, params, x1, x2, groups=groups, trace_axes=trace_axes,
+                                  method="jacobian")
+        assert list(parts) == list(ref)
+        for name in ref:
+            np.testing.assert_allclose(parts[name], ref[name], rtol=1e-12, atol=1e-12)
+
+
+def test_structured_nested_serial_flatten_and_no_bias():
+    init_fn, apply_fn, _ = nets.serial(
+        nets.Flatten(), nets.serial(nets.Dense(8, W_std=1.3, b_std=None), nets.Tanh()),
+        nets.Identity(), nets.Dense(2, W_std=1.1, b_std=0.2, parameterization="standard"))
+    _, params = init_fn(jax.random.PRNGKey(0), (-1, 2, 3, 1))
+    x1 = jax.random.normal(jax.random.PRNGKey(1), (5, 2, 3, 1))
+    x2 = jax.random.normal(jax.random.PRNGKey(2), (4, 2, 3, 1))
+    assert jaxdyn.ntk_cost(apply_fn, params, x1, x2).method == "structured"
+    for trace_axes in [(-1,), ()]:
+        k_s = jaxdyn.empirical_ntk(apply_fn, params, x1, x2, trace_axes=trace_axes,
+                                   method="structured")
+        ref = jaxdyn.empirical_ntk(apply_fn, params, x1, x2, trace_axes=trace_axes,
+                                   method="jacobian")
+        np.testing.assert_allclose(k_s, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_structured_float32():
+    apply_fn, params = nets_mlp(2, 3, nets.Relu, "ntk")
+    p32 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), params)
+    x = jax.random.normal(jax.random.PRNGKey(1), (6, 4), jnp.float32)
+    k = jaxdyn.empirical_ntk(apply_fn, p32, x, method="structured")
+    assert k.dtype == jnp.float32
+    ref = jaxdyn.empirical_ntk(apply_fn, params, x.astype(jnp.float64), method="jacobian")
+    np.testing.assert_allclose(k, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", [1, 2, 3])
+def test_structured_matches_neural_tangents(nt_refs, impl):
+    _, apply_fn, _ = nets.serial(
+        nets.Dense(64, W_std=1.5, b_std=0.05), nets.Relu(), nets.Dense(64, W_std=1.5, b_std=0.05),
+        nets.Erf(), nets.Dense(3, W_std=1.5, b_std=0.05))
+    flat = [jnp.asarray(nt_refs[f"emp_param_{i}"]) for i in range(6)]
+    # stax biases are (1, out), nets' are (out,); activations have params ()
+    dense = [(flat[2 * l], flat[2 * l + 1].reshape(-1)) for l in range(3)]
+    params = (dense[0], (), dense[1], (), dense[2])
+    x1, x2 = nt_refs["x1"], nt_refs["x2"]
+    np.testing.assert_allclose(apply_fn(params, x1), nt_refs["emp_f_x1"], rtol=1e-12)
+    k = jaxdyn.empirical_ntk(apply_fn, params, x2, x1, method="structured")
+    np.testing.assert_allclose(k, nt_refs[f"emp_ntk_trace_impl{impl}_21"], rtol=1e-10, atol=1e-10)
+    full = jaxdyn.empirical_ntk(apply_fn, params, x2, x1, trace_axes=(), method="structured",
+                                batch_size=4)
+    np.testing.assert_allclose(full, nt_refs["emp_ntk_full_21"], rtol=1e-10, atol=1e-10)
+
+
+def test_auto_picks_structured_only_for_dense_networks(mlp):
+    params, x1, x2 = mlp
+    apply_fn, nparams = nets_mlp(2, 3, nets.Relu, "ntk")
+    cost = jaxdyn.ntk_cost(apply_fn, nparams, x1, x2)
+    assert cost.method == "structured" and cost.reason == "structured: Dense network"
+    assert set(cost.flops) == set(cost.memory_bytes) == {"jacobian", "ntvp", "structured"}
+    assert cost.memory_bytes["structured"] < cost.memory_bytes["jacobian"]
+    assert "batch_size" in jaxdyn.ntk_cost(apply_fn, nparams, x1, x2, memory_budget=1.0).reason
+    # A wrapped apply_fn, a plain function and a Conv network have no structure.
+    wrapped = lambda p, x: apply_fn(p, x)
+    assert jaxdyn.ntk_cost(wrapped, nparams, x1, x2).method in ("jacobian", "ntvp")
+    assert jaxdyn.ntk_cost(mlp_apply, params, x1, x2).method in ("jacobian", "ntvp")
+    assert "structured" not in jaxdyn.ntk_cost(mlp_apply, params, x1, x2).flops
+    init_fn, conv_apply, _ = nets.serial(nets.Conv(2, (2, 2)), nets.Relu(), nets.Flatten(),
+                                         nets.Dense(1))
+    assert not hasattr(conv_apply, "dense_structure")
+    _, cparams = init_fn(jax.random.PRNGKey(0), (-1, 3, 3, 1))
+    xc = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, 1))
+    assert jaxdyn.ntk_cost(conv_apply, cparams, xc).method in ("jacobian", "ntvp")
+    _, res_apply, _ = nets.serial(nets.Dense(4), nets.FanOut(2),
+                                  nets.parallel(nets.Dense(4), nets.Identity()), nets.FanInSum())
+    assert not hasattr(res_apply, "dense_structure")
+    # auto on a Dense network gives the structured kernel
+    np.testing.assert_allclose(jaxdyn.empirical_ntk(apply_fn, nparams, x1, x2),
+                               jaxdyn.empirical_ntk(apply_fn, nparams, x1, x2, method="jacobian"),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_structured_needs_a_dense_network(mlp):
+    _, x1, x2 = mlp
+    with pytest.raises(ValueError, match="method='structured'.*dense_structure"):
+        jaxdyn.ntk_fn(mlp_apply, method="structured")
+    apply_fn, nparams = nets_mlp(1, 1, nets.Relu, "ntk")
+    with pytest.raises(ValueError, match="structured"):
+        jaxdyn.empirical_ntk(lambda p, x: apply_fn(p, x), nparams, x1, x2, method="structured")
