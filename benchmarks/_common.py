@@ -299,3 +299,27 @@ def workload_name(w: dict) -> str:
     b = "" if w["batch_size"] is None else f" b={w['batch_size']}"
     return f"{w['model']} n={w['n']}{b}"
 
+
+
+def ok_record(spec: dict, library: str, variant: str, k: int, num_params: int, timing: dict,
+              rss_before: float, **extra) -> dict:
+    """The result of one successful workload, in the schema both libraries' scripts share."""
+    import jax
+    flops = contraction_flops(spec["n"], spec["n"], k, num_params)
+    return {
+        **spec, "status": "ok", "library": library, "variant": variant, **extra,
+        "num_params": num_params, "outputs": k, **timing,
+        "contraction_flops": flops,
+        "effective_gflops_per_s": flops / timing["median_s"] / 1e9,
+        "peak_rss_mib": peak_rss_mib(), "rss_after_setup_mib": rss_before,
+        "device": str(jax.devices()[0].platform),
+    }
+
+
+def device_versions(**libraries: str) -> dict:
+    """jax/jaxlib versions, the device, and the given library versions."""
+    import jax
+    import jaxlib
+    d = jax.devices()[0]
+    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, **libraries,
+            "device": f"{d.platform}:{getattr(d, 'device_kind', '')}", "device_platform": d.platform}

@@ -51,27 +51,15 @@ def worker(spec: dict) -> dict:
                          f"over --max-rss-gb={spec['max_rss_gib']:g} (would run out of memory)")}
     kernel = jaxdyn.ntk_fn(apply_fn, trace_axes=(-1,), method=spec["method"], batch_size=spec["batch_size"])
     timing = C.time_kernel(lambda: kernel(x, None, params), spec["repeats"])
-    flops = C.contraction_flops(spec["n"], spec["n"], k, num_params)
-    return {
-        **spec, "status": "ok", "library": "jaxdyn", "variant": spec["method"],
-        "resolved_method": chosen, "auto_reason": cost.reason if spec["method"] == "auto" else None,
-        "cost_model_memory_gib": predicted_gib,
-        "num_params": num_params, "outputs": k, **timing,
-        "contraction_flops": flops,
-        "effective_gflops_per_s": flops / timing["median_s"] / 1e9,
-        "peak_rss_mib": C.peak_rss_mib(), "rss_after_setup_mib": rss_before,
-        "device": str(jax.devices()[0].platform),
-    }
+    return C.ok_record(spec, "jaxdyn", spec["method"], k, num_params, timing, rss_before,
+                       resolved_method=chosen,
+                       auto_reason=cost.reason if spec["method"] == "auto" else None,
+                       cost_model_memory_gib=predicted_gib)
 
 
 def versions() -> dict:
-    import jax
-    import jaxlib
-
     import jaxdyn
-    d = jax.devices()[0]
-    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "jaxdyn": jaxdyn.__version__,
-            "device": f"{d.platform}:{getattr(d, 'device_kind', '')}", "device_platform": d.platform}
+    return C.device_versions(jaxdyn=jaxdyn.__version__)
 
 
 def specs(args) -> list[dict]:

@@ -51,24 +51,12 @@ def worker(spec: dict) -> dict:
     if spec["batch_size"] is not None:
         kfn = nt.batch(kfn, batch_size=spec["batch_size"])
     timing = C.time_kernel(lambda: kfn(x, None, params), spec["repeats"])
-    flops = C.contraction_flops(spec["n"], spec["n"], k, num_params)
-    return {
-        **spec, "status": "ok", "library": "neural_tangents", "variant": variant,
-        "num_params": num_params, "outputs": k, **timing,
-        "contraction_flops": flops,
-        "effective_gflops_per_s": flops / timing["median_s"] / 1e9,
-        "peak_rss_mib": C.peak_rss_mib(), "rss_after_setup_mib": rss_before,
-        "device": str(jax.devices()[0].platform),
-    }
+    return C.ok_record(spec, "neural_tangents", variant, k, num_params, timing, rss_before)
 
 
 def versions() -> dict:
-    import jax
-    import jaxlib
     import neural_tangents as nt
-    d = jax.devices()[0]
-    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "neural_tangents": nt.__version__,
-            "device": f"{d.platform}:{getattr(d, 'device_kind', '')}", "device_platform": d.platform}
+    return C.device_versions(neural_tangents=nt.__version__)
 
 
 def specs_for(workload: dict, args) -> list[dict]:
