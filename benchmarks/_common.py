@@ -101,31 +101,52 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def block(out):
+    """`block_until_ready` for a jax array; a numpy array (a kernel assembled on the host) is
+    returned as is."""
+    fn = getattr(out, "block_until_ready", None)
+    if fn is not None:
+        fn()
+    return out
+
+
+def _kernel_checks(out) -> dict:
+    """Shape, dtype, trace and finiteness of a kernel without a full-size temporary."""
+    import numpy as np
+    if isinstance(out, np.ndarray):
+        finite = all(bool(np.isfinite(out[i:i + 1024]).all()) for i in range(0, max(out.shape[0], 1), 1024))
+        trace = float(np.trace(out)) if out.ndim == 2 else float(out.sum())
+        return {"kernel_shape": list(out.shape), "kernel_dtype": str(out.dtype),
+                "kernel_trace": trace, "finite": finite, "kernel_on_host": True}
+    import jax.numpy as jnp
+    trace = float(jnp.trace(out)) if out.ndim == 2 else float(jnp.sum(out))
+    return {"kernel_shape": list(out.shape), "kernel_dtype": str(out.dtype), "kernel_trace": trace,
+            "finite": bool(jnp.isfinite(out).all()), "kernel_on_host": False}
+
+
 def time_kernel(call, repeats: int) -> dict:
     """First call (compile + one run) timed separately, then `repeats` timed calls.
 
     With `repeats=0` `median_s` is the first call's time (an upper bound, compile included) and
-    `median_from_first_call` is true."""
+    `median_from_first_call` is true. `peak_rss_mib` is read right after the timed calls, before
+    the checks of the result (trace, finiteness) allocate anything."""
     import numpy as np
 
     t0 = time.perf_counter()
-    out = call()
-    out.block_until_ready()
+    out = block(call())
     first = time.perf_counter() - t0
     times = []
     for _ in range(repeats):
+        del out
         t0 = time.perf_counter()
-        call().block_until_ready()
+        out = block(call())
         times.append(time.perf_counter() - t0)
+    peak = peak_rss_mib()
     # With repeats=0 (workloads too slow to repeat) the first call, compile included, stands in.
     median = float(np.median(times)) if times else first
-    arr = np.asarray(out)
     return {"first_call_s": first, "compile_s_est": max(first - median, 0.0) if times else None,
             "times_s": times, "median_s": median, "min_s": min(times) if times else first,
-            "median_from_first_call": not times,
-            "kernel_shape": list(arr.shape), "kernel_dtype": str(arr.dtype),
-            "kernel_trace": float(np.trace(arr)) if arr.ndim == 2 else float(arr.sum()),
-            "finite": bool(np.isfinite(arr).all())}
+            "median_from_first_call": not times, "peak_rss_mib": peak, **_kernel_checks(out)}
 
 
 def emit(result: dict) -> None:
@@ -269,15 +290,75 @@ def write_json(path: str, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def workloads(sizes: list[int], cnn_n: int, batch_sizes: list[int | None]) -> list[dict]:
-    """(model, n, batch_size) triples. A batch size is used only when it is below n."""
+def workloads(sizes: list[int], cnn_n, batch_sizes: list[int | None]) -> list[dict]:
+    """(model, n, batch_size) triples. A batch size is used only when it is below n.
+
+    `cnn_n` is one CNN size or a list of them (0 or an empty list: no CNN)."""
+    cnn_ns = [cnn_n] if isinstance(cnn_n, int) else list(cnn_n or [])
     out = []
-    for model, ns in (("mlp", sizes), ("cnn", [cnn_n] if cnn_n > 0 else [])):
+    for model, ns in (("mlp", sizes), ("cnn", [c for c in cnn_ns if c > 0])):
         for n in ns:
             for b in batch_sizes:
                 if b is None or b < n:
                     out.append({"model": model, "n": n, "batch_size": b})
     return out
+
+
+def repeats_for(n: int, args) -> int:
+    """--repeats, or --repeats-large for n >= --large-n (where one call takes minutes)."""
+    if n >= getattr(args, "large_n", 10**9):
+        return getattr(args, "repeats_large", args.repeats)
+    return args.repeats
+
+
+def timeout_for(n: int, args) -> float:
+    """--timeout, or --timeout-large for n >= --large-n."""
+    if n >= getattr(args, "large_n", 10**9):
+        return getattr(args, "timeout_large", args.timeout)
+    return args.timeout
+
+
+def mlp_widths(tiny: bool) -> tuple[int, ...]:
+    return TINY_MLP_WIDTHS if tiny else MLP_WIDTHS
+
+
+def mlp_matmul_flops(n: int, widths) -> dict:
+    """Flops of the matrix products the structured NTK of an MLP needs for n examples against
+    themselves (traced over the k outputs), counted as 2 m n p per (m x p)(p x n) product:
+
+    * forward: `h_l @ W_l` for every layer, `2 n d_l w_l`;
+    * the k output-gradient backward passes for the batch: `G_l @ W_l^T` into every layer but
+      the first, `2 n k w_l d_l` (the gradient at the output is the identity, no product);
+    * per layer the input Gram `(n x d_l)(d_l x n)`, `2 n^2 d_l`, and the output-gradient Gram
+      `(n x k w_l)(k w_l x n)`, `2 n^2 k w_l`.
+
+    Full products are counted (no use of the Grams' symmetry)."""
+    k = widths[-1]
+    layers = list(itertools.pairwise(widths))
+    fwd = sum(2.0 * n * d * w for d, w in layers)
+    bwd = sum(2.0 * n * k * w * d for d, w in layers[1:])
+    gram_h = sum(2.0 * n * n * d for d, _ in layers)
+    gram_g = sum(2.0 * n * n * k * w for _, w in layers)
+    return {"forward": fwd, "backward": bwd, "input_grams": gram_h, "output_grad_grams": gram_g,
+            "total": fwd + bwd + gram_h + gram_g}
+
+
+def nets_params(name: str, params):
+    """The hand-written workload's params in the layout of the equivalent `jaxdyn.nets.serial`
+    network: a tuple with `(W, b)` per Dense/Conv layer and `()` per Relu/Flatten (the arrays
+    themselves are shared, so both models are the same function of the same numbers)."""
+    if name == "mlp":
+        out = []
+        for i, layer in enumerate(params):
+            out.append((layer["w"], layer["b"]))
+            if i < len(params) - 1:
+                out.append(())
+        return tuple(out)
+    if name == "cnn":
+        return ((params["conv1"]["w"], params["conv1"]["b"]), (),
+                (params["conv2"]["w"], params["conv2"]["b"]), (), (),
+                (params["dense"]["w"], params["dense"]["b"]))
+    raise ValueError(f"unknown model {name!r}")
 
 
 def parse_batch_sizes(values: list[str]) -> list[int | None]:
@@ -311,7 +392,7 @@ def ok_record(spec: dict, library: str, variant: str, k: int, num_params: int, t
         "num_params": num_params, "outputs": k, **timing,
         "contraction_flops": flops,
         "effective_gflops_per_s": flops / timing["median_s"] / 1e9,
-        "peak_rss_mib": peak_rss_mib(), "rss_after_setup_mib": rss_before,
+        "peak_rss_mib": timing.get("peak_rss_mib", peak_rss_mib()), "rss_after_setup_mib": rss_before,
         "device": str(jax.devices()[0].platform),
     }
 

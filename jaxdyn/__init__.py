@@ -17,8 +17,10 @@ Public API, re-exported from the modules that define it:
   `infinite` holds their infinite-width NNGP/NTK recursions.
 - `from_linen`, `from_nnx`, `from_stax`, `as_model`: turn flax and stax models into
   `apply_fn(params, x)`.
+- `structure`: the linear-layer structure (`LinearStructure`) that the fast
+  `method="structured"` NTK uses.
 """
-from jaxdyn import compare, data, dynamics, infinite, nets, train
+from jaxdyn import compare, data, dynamics, infinite, nets, structure, train
 from jaxdyn.linearize import linearize, taylor_expand
 from jaxdyn.models import as_model, from_linen, from_nnx, from_stax
 from jaxdyn.train import Trajectory, kernel_change, trajectory
@@ -30,5 +32,5 @@ __version__ = "0.1.0"
 __all__ = [
     "NTKCost", "as_model", "compare", "data", "dynamics", "infinite", "nets", "empirical_ntk", "from_linen", "from_nnx", "from_stax",
     "linearize", "ntk_by_group", "ntk_by_group_fn", "ntk_cost", "ntk_fn", "param_groups",
-    "taylor_expand", "train", "Trajectory", "trajectory", "kernel_change",
+    "structure", "taylor_expand", "train", "Trajectory", "trajectory", "kernel_change",
 ]

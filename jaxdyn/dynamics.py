@@ -37,6 +37,25 @@ Conventions:
 * ``diag_reg`` is relative, as in neural-tangents: the kernel used everywhere (train dynamics
   included) is ``K + diag_reg * mean(diag(K)) * I``.
 
+Scale and precision (`mse`):
+
+* One eigendecomposition (cached, lazy) serves every time point and call; evaluating ``T`` times
+  costs O(T D k) memory on top of the O(D^2) eigenvectors (no ``(T, D, D)`` array is ever formed:
+  per-mode factors are ``(T, D)`` and contractions go through ``(T, D, k)``). ``t=None`` is a
+  cached Cholesky solve and needs no eigendecomposition.
+* ``solve_dtype="float64"`` on a float32 kernel: the kernel is symmetrised, regularised,
+  eigendecomposed and Cholesky-factorised in float64 (its float32 entries taken as exact), in JAX
+  when ``jax_enable_x64`` is on, else on host with numpy/scipy (concrete kernels only). Then, with
+  every output in float32:
+
+  - train outputs and the loss of ``"flow"``/``"gd"`` evolve in float32 from the float64
+    eigenpairs rounded once (they only rotate the residual by the orthogonal ``V`` and scale modes
+    by ``|rho - 1| <= 2``, so rounding is not amplified); measured within 7e-7 of pure float64 at
+    condition number 1e8 where the plain float32 path is off by 0.5;
+  - test outputs, weights' coefficients (``gamma ~ 1/lam``), ``"momentum"`` (its per-mode
+    ``1 - a`` rounds to 1 in float32 for slow modes) and ``t=None`` solves run in float64
+    (in JAX with x64 on, on host otherwise, where they need concrete inputs).
+
 `mse_ensemble` gives the mean and covariance over random initialisations of infinitely wide networks
 trained by gradient flow (Lee et al. 2019, eqs. 14-16; = ``neural_tangents.predict.
 gradient_descent_mse_ensemble``) from a ``kernel_fn`` returning the NNGP and NTK.
@@ -61,6 +80,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
+import scipy.linalg
 from jax import lax
 
 from jaxdyn._checks import is_concrete
@@ -94,6 +114,48 @@ def _eigh(matrix: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 # Compiled as one unit (eager ``eigh`` runs a dozen small ops); the input is symmetrised already.
 _eigh_compiled = jax.jit(functools.partial(jnp.linalg.eigh, symmetrize_input=False))
+
+
+def _eigh_host(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Host (numpy, float64) ``eigh`` for ``solve_dtype="float64"`` with x64 off (a test seam)."""
+    return np.linalg.eigh(matrix)
+
+
+def _cholesky_host(matrix: np.ndarray) -> np.ndarray | None:
+    """Host (numpy, float64) lower Cholesky factor, ``None`` if it fails (a test seam)."""
+    try:
+        return np.linalg.cholesky(matrix)
+    except np.linalg.LinAlgError:
+        return None
+
+
+def _x64_enabled() -> bool:
+    """Whether float64 exists inside JAX right now (``jax_enable_x64``, context managers included)."""
+    return jax.dtypes.canonicalize_dtype(np.float64) == np.dtype(np.float64)
+
+
+def _check_solve_dtype(solve_dtype: Any, where: str) -> np.dtype | None:
+    """``None`` or float64 (as ``"float64"``, ``np.float64``, ``jnp.float64``); anything else raises."""
+    if solve_dtype is None:
+        return None
+    if isinstance(solve_dtype, (bool, np.bool_, numbers.Number)):
+        raise TypeError(
+            f"{where} must be None or 'float64' (a dtype or its name); got "
+            f"{type(solve_dtype).__name__} {solve_dtype!r}."
+        )
+    try:
+        dtype = np.dtype(solve_dtype)
+    except TypeError as err:
+        raise TypeError(
+            f"{where} must be None or 'float64' (a dtype or its name); got "
+            f"{type(solve_dtype).__name__} {solve_dtype!r}: {err}"
+        ) from None
+    if dtype != np.dtype(np.float64):
+        raise ValueError(
+            f"{where} must be None (factorise in the kernel's dtype) or 'float64'; got "
+            f"{solve_dtype!r} (dtype {dtype})."
+        )
+    return dtype
 
 
 # ------------------------------------------------------------------------------------------------
@@ -339,12 +401,50 @@ def _prepare_kernel(kernel: jax.Array, diag_reg: Any, *, dtype: Any):
     return flat + ridge * jnp.eye(flat.shape[0], dtype=dtype), asym, size
 
 
+def _prepare_kernel_host(kernel: Any, diag_reg: Any) -> tuple[np.ndarray, float, float]:
+    """`_prepare_kernel` on host in float64 (for ``solve_dtype="float64"`` with x64 off)."""
+    flat = np.asarray(kernel).astype(np.float64)
+    if flat.ndim == 4:
+        m, n, k, _ = flat.shape
+        flat = np.ascontiguousarray(flat.transpose(0, 2, 1, 3)).reshape(m * k, n * k)
+    asym = float(np.max(np.abs(flat - flat.T)))
+    size = float(np.max(np.abs(flat)))
+    flat = 0.5 * (flat + flat.T)
+    flat[np.diag_indices_from(flat)] += float(diag_reg) * float(np.mean(np.diagonal(flat)))
+    return flat, asym, size
+
+
 @jax.jit
 def _cholesky_factor(kernel: jax.Array):
     """Lower Cholesky factor, its smallest squared pivot and the largest |diagonal| of the kernel."""
     chol = jnp.linalg.cholesky(kernel)
     pivots = jnp.diagonal(chol) ** 2
     return chol, jnp.min(pivots), jnp.max(jnp.abs(jnp.diagonal(kernel)))
+
+
+def _momentum_factors_host(lam: np.ndarray, t: np.ndarray, scale: float, beta: float):
+    """`_momentum_factors` in numpy float64 (host path of ``solve_dtype="float64"``)."""
+    a = scale * lam
+    matrix = np.zeros(a.shape + (3, 3))
+    matrix[:, 0, 0], matrix[:, 0, 1] = 1.0 - a, -a * beta
+    matrix[:, 1, 0], matrix[:, 1, 1] = 1.0, beta
+    matrix[:, 2, 0], matrix[:, 2, 1], matrix[:, 2, 2] = -1.0, -beta, 1.0
+    t = t.astype(np.int64)
+    state = np.zeros(t.shape + a.shape + (3,))
+    state[..., 0] = 1.0
+    power = matrix
+    for bit in range(int(t.max(initial=0)).bit_length()):
+        take = ((t >> bit) & 1) == 1
+        state = np.where(take[:, None, None], np.einsum("dij,tdj->tdi", power, state), state)
+        power = power @ power
+    rho, e = state[..., 0], state[..., 2]
+    return rho, a[None, :] * e, scale * e
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "n_bits"))
+def _mode_factors_jit(lam, t, scale, beta, *, kind: str, n_bits: int):
+    scale, beta = jnp.asarray(scale, lam.dtype), jnp.asarray(beta, lam.dtype)
+    return _mode_factors(lam, t, scale, beta, kind=kind, n_bits=n_bits)
 
 
 def _mode_factors(lam, t, scale, beta, *, kind: str, n_bits: int):
@@ -534,14 +634,39 @@ def _check_symmetric(asym: Any, size: Any, dtype: Any, where: str) -> None:
         )
 
 
+def _raise_unless_psd(
+    lam_min: float, lam_max: float, tol: float, where: str, name: str, example: str
+) -> None:
+    if lam_min < -tol * max(lam_max, 0.0):
+        raise ValueError(
+            f"{where}: {name} is not positive semi-definite: "
+            f"smallest eigenvalue {lam_min:.6g} vs largest {lam_max:.6g} (after diag_reg); "
+            f"only eigenvalues within -{tol:.3g} * largest are treated as rounding and "
+            f"clamped to 0. Expected a PSD kernel {example}; increase diag_reg if it is "
+            "nearly PSD."
+        )
+
+
+def _host_eigensystem(
+    kernel: np.ndarray, where: str, name: str, example: str, psd_dtype: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """`_clamped_eigensystem` on host in float64: numpy ``(lam, V)``, rounding negatives -> 0."""
+    lam, vecs = _eigh_host(kernel)
+    tol = _psd_rtol(psd_dtype, kernel.shape[0])
+    _raise_unless_psd(float(lam[0]), float(lam[-1]), tol, where, name, example)
+    return np.maximum(lam, 0.0), vecs
+
+
 def _clamped_eigensystem(
-    kernel: jax.Array, where: str, name: str, example: str
+    kernel: jax.Array, where: str, name: str, example: str, psd_dtype: Any = None
 ) -> tuple[jax.Array, jax.Array]:
     """``(lam, V)`` of a symmetrised PSD kernel, eigenvalues ascending with rounding negatives -> 0.
 
     Raises ``ValueError`` (``where``: the argument, ``name``: the kernel, ``example``: how such a
-    kernel arises) for a clearly indefinite concrete kernel. Concrete kernels give concrete results
-    even inside a jit trace, so that callers may cache them.
+    kernel arises) for a clearly indefinite concrete kernel; ``psd_dtype`` (default: the kernel's)
+    sets that rounding tolerance, so a float32 kernel factorised in float64 is judged by float32
+    rounding. Concrete kernels give concrete results even inside a jit trace, so that callers may
+    cache them.
     """
     dim = kernel.shape[0]
     concrete = is_concrete(kernel)
@@ -550,15 +675,8 @@ def _clamped_eigensystem(
         if concrete:
             lam_np = np.asarray(lam)
             lam_min, lam_max = float(lam_np[0]), float(lam_np[-1])
-            tol = _psd_rtol(lam.dtype, dim)
-            if lam_min < -tol * max(lam_max, 0.0):
-                raise ValueError(
-                    f"{where}: {name} is not positive semi-definite: "
-                    f"smallest eigenvalue {lam_min:.6g} vs largest {lam_max:.6g} (after diag_reg); "
-                    f"only eigenvalues within -{tol:.3g} * largest are treated as rounding and "
-                    f"clamped to 0. Expected a PSD kernel {example}; increase diag_reg if it is "
-                    "nearly PSD."
-                )
+            tol = _psd_rtol(lam.dtype if psd_dtype is None else psd_dtype, dim)
+            _raise_unless_psd(lam_min, lam_max, tol, where, name, example)
             # Rounding noise of a PSD kernel (NT issues #128/#134) -> exactly 0: those modes never
             # move. (numpy + eval context: the cached arrays stay concrete even inside a trace.)
             lam = jax.device_put(np.maximum(lam_np, 0.0))
@@ -567,6 +685,16 @@ def _clamped_eigensystem(
             # lives only in that trace, which is what we want (one eigh per trace).
             lam = jnp.maximum(lam, 0.0)
     return lam, vecs
+
+
+def _checked_cholesky_host(kernel: np.ndarray) -> tuple[np.ndarray | None, bool]:
+    """`_checked_cholesky` on host in float64."""
+    chol = _cholesky_host(kernel)
+    if chol is None or not np.isfinite(chol).all():
+        return None, False
+    tol = _rank_rtol(np.float64, kernel.shape[0])
+    min_pivot = float(np.min(np.diagonal(chol) ** 2))
+    return chol, min_pivot > tol * float(np.max(np.abs(np.diagonal(kernel))))
 
 
 def _checked_cholesky(kernel: jax.Array) -> tuple[jax.Array, bool]:
@@ -621,9 +749,16 @@ class MSEPredictor:
         learning_rate: Any,
         diag_reg: Any,
         momentum: Any,
+        dtype: Any = None,
+        host: bool = False,
     ):
         # Internal: use `mse`, which validates everything before getting here.
-        self._kernel = kernel  # (D, D) symmetrised and regularised; D = n*k if full else n
+        # (D, D) symmetrised and regularised; D = n*k if full else n. With solve_dtype="float64" it
+        # is float64: a jax array (x64 on) or, with `host`, a numpy array (x64 off).
+        self._kernel = kernel
+        self._dtype = np.dtype(kernel.dtype if dtype is None else dtype)  # the working dtype
+        self._host = host  # factorisations and t=None solves on host, in numpy float64
+        self._eig_host: tuple[np.ndarray, np.ndarray] | None = None
         self._y = y_train  # (n, k)
         self._full = full
         self._kind = kind
@@ -700,15 +835,28 @@ class MSEPredictor:
     def _eigensystem(self) -> tuple[jax.Array, jax.Array]:
         """Returns ``(lam, V)`` of the regularised kernel, computing it once."""
         if self._eig is None:
-            self._eig = _clamped_eigensystem(
-                self._kernel, "`dynamics.mse(k_train_train=...)`", "k_train_train", "(e.g. J J^T)"
-            )
+            args = ("`dynamics.mse(k_train_train=...)`", "k_train_train", "(e.g. J J^T)")
+            if self._host:
+                lam, vecs = _host_eigensystem(self._kernel, *args, self._dtype)
+                self._eig_host = (lam, vecs)
+                # Mixed precision: the float64 eigenpairs, rounded once, drive the time evolution
+                # in the working dtype (see the module notes on precision).
+                with _eval_context(True):
+                    self._eig = (
+                        jnp.asarray(lam.astype(self._dtype)),
+                        jnp.asarray(vecs.astype(self._dtype)),
+                    )
+            else:
+                self._eig = _clamped_eigensystem(self._kernel, *args, psd_dtype=self._dtype)
         return self._eig
 
     def _cholesky(self) -> tuple[jax.Array, bool]:
         """Lower Cholesky factor of the regularised kernel for ``t=None`` and whether it is usable."""
         if self._chol is None:
-            chol, usable = _checked_cholesky(self._kernel)
+            if self._host:
+                chol, usable = _checked_cholesky_host(self._kernel)
+            else:
+                chol, usable = _checked_cholesky(self._kernel)
             if not usable:
                 warnings.warn(
                     "dynamics.mse: the Cholesky factorisation of k_train_train (+ diag_reg) failed or "
@@ -778,11 +926,25 @@ class MSEPredictor:
     def _finite(self, t_flat, t_shape, n_bits, f0, f0t, kt, *, dtype, want):
         lam, vecs = self._eigensystem()
         beta = 0.0 if self._momentum is None else self._momentum
-        return _finite_time(
+        scale = self._learning_rate / self._size
+        # Mixed precision (solve_dtype="float64" on a float32 kernel): train outputs and the loss
+        # only rotate the residual by the orthogonal V and scale each mode by |rho - 1| <= 2, so
+        # they are safe in the working dtype from the float64 eigenpairs rounded once. Test outputs
+        # and weights need gamma ~ 1/lam: rounding the test kernel times V in float32 would be
+        # amplified by 1/lam_min, so those contractions run in float64.
+        # Heavy ball forms powers of [[1 - a, ...]] per mode, and 1 - a rounds to 1 in float32 for
+        # a = lr lam / N < eps32 / 2: the slow modes would never move, so it evolves in float64.
+        wide = (want == "coef" or f0t is not None or self._kind == "momentum") and (
+            self._dtype != self._kernel.dtype
+        )
+        if wide and self._host:
+            return self._finite_host(t_flat, t_shape, n_bits, f0, f0t, kt, dtype=dtype, want=want)
+        work = _float_dtype(dtype, self._kernel.dtype) if wide else dtype
+        out = _finite_time(
             lam,
             vecs,
             t_flat,
-            self._learning_rate / self._size,
+            scale,
             beta,
             f0,
             self._y,
@@ -790,27 +952,130 @@ class MSEPredictor:
             kt,
             kind=self._kind,
             n_bits=n_bits,
-            dtype=dtype,
+            dtype=work,
             want=want,
             t_shape=t_shape,
         )
+        if work != dtype:
+            out = jax.tree_util.tree_map(lambda a: a.astype(dtype), out)
+        return out
+
+    def _finite_host(self, t_flat, t_shape, n_bits, f0, f0t, kt, *, dtype, want):
+        """Test outputs / weight coefficients at finite t on host in float64 (x64 off)."""
+        if not is_concrete(t_flat, f0, f0t, kt, self._y):
+            raise ValueError(
+                "`MSEPredictor` built with solve_dtype='float64' while jax_enable_x64 is off "
+                "computes test predictions, weights and (kind='momentum') all outputs on host in "
+                "float64 and needs concrete t, f0_train, f0_test and k_test_train; got traced "
+                "values (inside jax.jit / vmap / grad). Call it outside the transformation, enable "
+                "float64 in JAX (jax.config.update('jax_enable_x64', True)), or, for 'flow'/'gd', "
+                "predict train outputs / the loss only (those run in JAX)."
+            )
+        lam32 = self._eigensystem()[0]
+        lam, vecs = self._eig_host
+        scale = float(self._learning_rate) / self._size
+        if self._kind == "momentum":
+            _, rho_m1, gamma = _momentum_factors_host(
+                lam, np.asarray(t_flat), scale, float(self._momentum)
+            )
+        else:
+            # Flow / GD factors in the working dtype: each is accurate relative to itself there.
+            _, rho_m1, gamma = (
+                np.asarray(a).astype(np.float64)
+                for a in _mode_factors_jit(lam32, t_flat, scale, 0.0, kind=self._kind, n_bits=0)
+            )
+        y = np.asarray(self._y).astype(np.float64)
+        f0_64 = np.asarray(f0).astype(np.float64)
+        q = vecs.T @ (f0_64 - y).reshape(self._dim, -1)  # (D, cols)
+        n_t = rho_m1.shape[0]
+        with _eval_context(True):
+            return self._finite_host_outputs(
+                vecs, q, rho_m1, gamma, f0_64, f0t, kt, n_t, t_shape, dtype=dtype, want=want
+            )
+
+    def _finite_host_outputs(self, vecs, q, rho_m1, gamma, f0_64, f0t, kt, n_t, t_shape, *, dtype,
+                             want):
+        n, k = self._n, self._k
+        if want == "coef":
+            coef = np.matmul(vecs, gamma[:, :, None] * q[None])  # (T, D, cols), never (T, D, D)
+            return jnp.asarray(coef.reshape(n_t, n, k).astype(dtype))
+        train = f0_64[None] + np.matmul(vecs, rho_m1[:, :, None] * q[None]).reshape(n_t, n, k)
+        train = jnp.asarray(train.reshape(t_shape + (n, k)).astype(dtype))
+        if f0t is None:
+            return train
+        kt_flat = np.asarray(kt).astype(np.float64)
+        if kt_flat.ndim == 4:
+            m = kt_flat.shape[0]
+            kt_flat = kt_flat.transpose(0, 2, 1, 3).reshape(m * k, n * k)
+        kv = kt_flat @ vecs
+        test = np.asarray(f0t).astype(np.float64)[None] + np.matmul(
+            kv, gamma[:, :, None] * q[None]
+        ).reshape((n_t,) + tuple(f0t.shape))
+        return train, jnp.asarray(test.reshape(t_shape + tuple(f0t.shape)).astype(dtype))
 
     def _infinite(self, f0, f0t, kt, *, dtype):
+        if self._host:
+            return self._infinite_host(f0, f0t, kt, dtype=dtype)
+        # The solve runs in the factorisation's dtype (float64 for solve_dtype="float64": a solve
+        # with K^{-1} amplifies rounding by cond(K), so it is not safe in float32).
+        solve = _float_dtype(dtype, self._kernel.dtype)
         chol, usable = self._cholesky()
         if usable:
-            return _infinite_time(chol, None, None, f0, self._y, f0t, kt, dtype=dtype, rtol=0.0)
-        lam, vecs = self._eigensystem()
-        return _infinite_time(
-            None,
-            lam,
-            vecs,
-            f0,
-            self._y,
-            f0t,
-            kt,
-            dtype=dtype,
-            rtol=_rank_rtol(lam.dtype, self._dim),
-        )
+            out = _infinite_time(chol, None, None, f0, self._y, f0t, kt, dtype=solve, rtol=0.0)
+        else:
+            lam, vecs = self._eigensystem()
+            out = _infinite_time(
+                None,
+                lam,
+                vecs,
+                f0,
+                self._y,
+                f0t,
+                kt,
+                dtype=solve,
+                rtol=_rank_rtol(lam.dtype, self._dim),
+            )
+        if solve != dtype:
+            out = tuple(None if a is None else a.astype(dtype) for a in out)
+        return out
+
+    def _infinite_host(self, f0, f0t, kt, *, dtype):
+        """t = infinity on host in float64 (solve_dtype="float64" with x64 off), as `_infinite_time`."""
+        if not is_concrete(f0, f0t, kt, self._y):
+            raise ValueError(
+                "`MSEPredictor` built with solve_dtype='float64' while jax_enable_x64 is off solves "
+                "t=None on host in float64 and needs concrete f0_train, f0_test and k_test_train; "
+                "got traced values (inside jax.jit / vmap / grad). Call it outside the "
+                "transformation, enable float64 in JAX (jax.config.update('jax_enable_x64', True)) "
+                "so the solve runs in JAX, or use a large finite t."
+            )
+        n, k = self._n, self._k
+        y = np.asarray(self._y).astype(np.float64)
+        r0 = (np.asarray(f0).astype(np.float64) - y).reshape(self._dim, -1)
+        chol, usable = self._cholesky()
+        if usable:
+            coef = -scipy.linalg.cho_solve((chol, True), r0)
+            train = y
+        else:
+            self._eigensystem()
+            lam, vecs = self._eig_host
+            live = lam > _rank_rtol(np.float64, self._dim) * lam[-1]
+            inv = np.where(live, 1.0 / np.where(live, lam, 1.0), 0.0)
+            q = vecs.T @ r0
+            coef = -(vecs @ (inv[:, None] * q))
+            train = y + (vecs @ (np.where(live, 0.0, 1.0)[:, None] * q)).reshape(n, k)
+        test = None
+        if f0t is not None:
+            kt_flat = np.asarray(kt).astype(np.float64)
+            if kt_flat.ndim == 4:
+                m = kt_flat.shape[0]
+                kt_flat = kt_flat.transpose(0, 2, 1, 3).reshape(m * k, n * k)
+            test = np.asarray(f0t).astype(np.float64) + (kt_flat @ coef).reshape(f0t.shape)
+        with _eval_context(True):
+            return tuple(
+                None if a is None else jnp.asarray(np.asarray(a).astype(dtype))
+                for a in (train, test, coef.reshape(n, k))
+            )
 
     # ---------------------------------------------------------------------------------------------
     # Public API.
@@ -840,7 +1105,7 @@ class MSEPredictor:
         """
         f0 = self._f0(f0_train, "`MSEPredictor.__call__(f0_train=...)`")
         f0t, kt = self._test_inputs(f0_test, k_test_train, "__call__")
-        dtypes = [self._kernel.dtype, self._y.dtype, f0.dtype]
+        dtypes = [self._dtype, self._y.dtype, f0.dtype]
         if f0t is not None:
             dtypes += [f0t.dtype, kt.dtype]
         dtype = _float_dtype(*dtypes)
@@ -857,7 +1122,7 @@ class MSEPredictor:
         predictions.
         """
         f0 = self._f0(f0_train, "`MSEPredictor.loss(f0_train=...)`")
-        dtype = _float_dtype(self._kernel.dtype, self._y.dtype, f0.dtype)
+        dtype = _float_dtype(self._dtype, self._y.dtype, f0.dtype)
         if t is None:
             train, _, _ = self._infinite(f0, None, None, dtype=dtype)
             return _loss_of(train, self._y, dtype=dtype)
@@ -906,7 +1171,7 @@ class MSEPredictor:
                 )
             leaves.append(arr)
         dtype = _float_dtype(
-            self._kernel.dtype, self._y.dtype, f0.dtype, *(a.dtype for a in leaves)
+            self._dtype, self._y.dtype, f0.dtype, *(a.dtype for a in leaves)
         )
         if t is None:
             _, _, coef = self._infinite(f0, None, None, dtype=dtype)
@@ -931,6 +1196,7 @@ def mse(
     diag_reg: Any = 0.0,
     kind: str = "flow",
     momentum: Any = None,
+    solve_dtype: Any = None,
 ) -> MSEPredictor:
     """Predictor of a linearized model trained on ``0.5 * mean((f - y_train)**2)``.
 
@@ -949,6 +1215,14 @@ def mse(
         (discrete gradient descent, integer ``t``) or ``"momentum"`` (heavy ball as
         ``optax.sgd(lr, momentum=momentum)``, integer ``t``).
       momentum: ``beta`` in ``[0, 1)``, required for ``kind="momentum"`` and ``None`` otherwise.
+      solve_dtype: ``None`` (factorise in the kernel's dtype) or ``"float64"``: for a lower-precision
+        (float32) kernel, symmetrise, regularise, eigendecompose and Cholesky-factorise it in
+        float64 (the kernel's entries taken as exact), and solve ``t=None`` in float64; finite-time
+        evolution then runs in the working dtype from the float64 eigenpairs rounded once
+        (mixed precision), and every output keeps the working dtype. With ``jax_enable_x64`` on
+        this runs in JAX (also under ``jit``); with it off (JAX's default) it runs on host with
+        numpy/scipy, which needs a concrete kernel (``ValueError`` when traced) and, for
+        ``t=None``, concrete ``f0_train``/test inputs. No effect on a float64 kernel.
 
     Returns:
       An `MSEPredictor`. For ``"gd"``/``"momentum"`` the eigendecomposition is computed here and a
@@ -967,6 +1241,9 @@ def mse(
       * Value checks (finiteness, symmetry, PSD, ranges, stability) run only on concrete (non-traced)
         inputs; shape checks always run. Traced float times for ``"gd"``/``"momentum"`` are rounded
         to whole steps.
+      * With ``solve_dtype="float64"`` the PSD-rounding tolerance stays that of the kernel's dtype,
+        while the Cholesky/pseudo-inverse rank thresholds are float64 ones: the point of the option
+        is to resolve eigenvalues far below ``eps32 * lam_max``.
     """
     if not isinstance(kind, str) or kind not in KINDS:
         raise ValueError(
@@ -1024,11 +1301,31 @@ def mse(
     _check_finite(kernel, where_k)
     _check_finite(y, "`dynamics.mse(y_train=...)`")
 
+    solve = _check_solve_dtype(solve_dtype, "`dynamics.mse(solve_dtype=...)`")
+
     full = kernel.ndim == 4
     dtype = _float_dtype(kernel.dtype, y.dtype)
     concrete = is_concrete(kernel, diag_reg)
-    with _eval_context(concrete):
-        flat, asym, size = _prepare_kernel(kernel, diag_reg, dtype=dtype)
+    host = False
+    fact_dtype = dtype
+    if solve is not None and dtype.itemsize < solve.itemsize:
+        if _x64_enabled():
+            fact_dtype = solve
+        elif concrete:
+            host = True
+        else:
+            raise ValueError(
+                "`dynamics.mse(solve_dtype='float64')` needs float64, which JAX lacks while "
+                "jax_enable_x64 is off, so the factorisation would run on host in numpy and needs "
+                "a concrete k_train_train and diag_reg; got traced values (inside jax.jit / vmap "
+                "/ grad). Build the predictor outside the transformation, enable float64 "
+                "(jax.config.update('jax_enable_x64', True)), or pass solve_dtype=None."
+            )
+    if host:
+        flat, asym, size = _prepare_kernel_host(kernel, diag_reg)
+    else:
+        with _eval_context(concrete):
+            flat, asym, size = _prepare_kernel(kernel, diag_reg, dtype=fact_dtype)
     if concrete:
         _check_symmetric(asym, size, dtype, where_k)
 
@@ -1040,6 +1337,8 @@ def mse(
         learning_rate=learning_rate,
         diag_reg=diag_reg,
         momentum=momentum,
+        dtype=dtype,
+        host=host,
     )
     if kind != "flow":
         predictor._eigensystem()  # needed for the stability check; cached for every later call

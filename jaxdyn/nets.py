@@ -19,9 +19,9 @@ Example:
   >>> k = kernel_fn(x1, x2)              # Kernel(nngp=(n1, n2), ntk=(n1, n2))
   >>> theta = kernel_fn(x1, x2, "ntk")   # (n1, n2)
 
-A `serial` of Dense layers, activations, Identity and Flatten (nested serials included) also
-gets `apply_fn.dense_structure` (a `DenseStructure`), which `jaxdyn.empirical_ntk` uses for
-its fast `method="structured"`.
+A `serial` of Dense and Conv layers, activations, Identity, Flatten and GlobalAvgPool (nested
+serials included) also gets `apply_fn.linear_structure` (a `jaxdyn.structure.LinearStructure`),
+which `jaxdyn.empirical_ntk` uses for its fast `method="structured"`.
 
 Residual blocks: `serial(Dense(...), FanOut(2), parallel(serial(Relu(), Dense(...)),
 Identity()), FanInSum())`. As in neural-tangents, `FanInSum` adds branch covariances, which
@@ -41,14 +41,13 @@ import numpy as np
 
 from jaxdyn import infinite
 from jaxdyn.infinite import Kernel, KernelState
+from jaxdyn.structure import ConvSpec, LinearLayer, Tap
 
 __all__ = [
     "GETS",
     "ABRelu",
     "Conv",
     "Dense",
-    "DenseLayerInfo",
-    "DenseStructure",
     "Elementwise",
     "Erf",
     "FanInSum",
@@ -184,68 +183,50 @@ class Layer(NamedTuple):
     kernel_fn: KernelFn
 
 
-class DenseLayerInfo(NamedTuple):
-    """One Dense layer of a `DenseStructure`: `z = c_W h @ W + c_b b`.
+class _NetsStructure:
+    """The `jaxdyn.structure.LinearStructure` of a `serial` network of Dense/Conv layers and
+    parameter-free per-example layers (activations, Identity, Flatten, GlobalAvgPool).
 
-    `w_leaf` / `b_leaf` index `jax.tree_util.tree_leaves(params)` (`b_leaf` None without a
-    bias); `width` is the number of outputs of the layer.
-    """
-    w_leaf: int
-    b_leaf: int | None
-    c_W: float
-    c_b: float
-    width: int
-
-
-class DenseStructure:
-    """How a `serial` network of Dense layers and parameter-free per-example layers
-    (activations, Identity, Flatten) computes, for `jaxdyn.ntk`'s `method="structured"`.
-
-    Set as `apply_fn.dense_structure` on such networks only. Each op is
-    `("dense", path, parameterization, W_std, b_std)` with `path` the indices leading to the
-    layer's `(W, b)` inside `params`, or `("map", fn)` for a parameter-free per-example layer.
+    Each op is `("linear", path, parameterization, W_std, b_std, conv)` with `path` the
+    indices leading to the layer's `(W, b)` inside `params` and `conv` a `ConvSpec` or None,
+    or `("map", fn)` for a parameter-free per-example layer.
     """
 
     def __init__(self, ops: tuple):
         self.ops = ops
 
-    def layers(self, params: PyTree) -> list[DenseLayerInfo]:
-        """Leaf indices, scales and widths of the Dense layers, in network order."""
+    def layers(self, params: PyTree) -> list[LinearLayer]:
+        """Leaf indices and scales of the linear layers, in network order."""
         leaves, treedef = jax.tree_util.tree_flatten(params)
         index = jax.tree_util.tree_unflatten(treedef, list(range(len(leaves))))
         out = []
         for op in self.ops:
-            if op[0] != "dense":
+            if op[0] != "linear":
                 continue
-            _, path, param, W_std, b_std = op
+            _, path, param, W_std, b_std, conv = op
             w_leaf, b_leaf = _at(index, path)
-            fan_in, width = leaves[w_leaf].shape
+            fan_in = math.prod(leaves[w_leaf].shape[:-1])
             if param == "ntk":
                 c_W, c_b = W_std / math.sqrt(fan_in), (b_std or 0.0)
             else:
                 c_W, c_b = 1.0, 1.0
-            out.append(DenseLayerInfo(w_leaf, b_leaf, float(c_W), float(c_b), int(width)))
+            out.append(LinearLayer(w_leaf, b_leaf, float(c_W), float(c_b), conv))
         return out
 
-    def apply(self, params: PyTree, x: jax.Array,
-              probes: Sequence[jax.Array]) -> tuple[jax.Array, list[jax.Array]]:
-        """Forward pass with `probes[l]` (n, width_l) added to the l-th Dense pre-activation.
-
-        Returns `(outputs (n, k), [h_l (n, fan_in_l)])`, `h_l` the l-th Dense layer's input.
-        With zero probes the outputs are `apply_fn(params, x)` and the gradient with respect
-        to `probes[l]` is the gradient with respect to that layer's pre-activation.
-        """
-        inputs = []
+    def apply(self, params: PyTree, x: jax.Array, tap: Tap) -> jax.Array:
+        """`apply_fn(params, x)`, with `tap(l, h, z)` on each linear layer's input and output."""
+        l = 0
         for op in self.ops:
             if op[0] == "map":
                 x = op[1](x)
                 continue
-            _, path, param, W_std, b_std = op
-            inputs.append(x)
-            z = _dense_apply(_at(params, path), x, param, W_std, b_std)
-            # cast: a wider probe must not change the forward pass's dtype
-            x = z + probes[len(inputs) - 1].astype(z.dtype)
-        return x, inputs
+            _, path, param, W_std, b_std, conv = op
+            lp = _at(params, path)
+            z = (_dense_apply(lp, x, param, W_std, b_std) if conv is None
+                 else _conv_apply(lp, x, conv, param, W_std, b_std))
+            x = tap(l, x, z)
+            l += 1
+        return x
 
 
 def _at(tree, path: tuple[int, ...]):
@@ -366,31 +347,32 @@ def serial(*layers: Layer) -> Layer:
 
     structure = _serial_structure(layers)
     if structure is not None:
-        apply_fn.dense_structure = structure
+        apply_fn.linear_structure = structure
     return Layer(init_fn, apply_fn,
                  KernelFn(transform, "serial(" + ", ".join(l.kernel_fn.name for l in layers) + ")"))
 
 
-def _serial_structure(layers: tuple[Layer, ...]) -> DenseStructure | None:
-    """The `DenseStructure` of `serial(*layers)`, or None unless every layer is a Dense, a
-    parameter-free per-example layer, or a serial of those, with at least one Dense."""
+def _serial_structure(layers: tuple[Layer, ...]) -> _NetsStructure | None:
+    """The linear structure of `serial(*layers)`, or None unless every layer is a Dense or
+    Conv, a parameter-free per-example layer, or a serial of those, with at least one of the
+    linear layers."""
     ops = []
     for i, l in enumerate(layers):
-        dense = getattr(l.apply_fn, "_dense_args", None)
+        linear = getattr(l.apply_fn, "_linear_args", None)
         per_example = getattr(l.apply_fn, "_per_example_map", None)
-        inner = getattr(l.apply_fn, "dense_structure", None)
-        if dense is not None:
-            ops.append(("dense", (i,), *dense))
+        inner = getattr(l.apply_fn, "linear_structure", None)
+        if linear is not None:
+            ops.append(("linear", (i,), *linear))
         elif per_example is not None:
             ops.append(("map", per_example))
-        elif isinstance(inner, DenseStructure):
-            ops.extend(op if op[0] == "map" else ("dense", (i, *op[1]), *op[2:])
+        elif isinstance(inner, _NetsStructure):
+            ops.extend(op if op[0] == "map" else ("linear", (i, *op[1]), *op[2:])
                        for op in inner.ops)
         else:
             return None
-    if not any(op[0] == "dense" for op in ops):
+    if not any(op[0] == "linear" for op in ops):
         return None
-    return DenseStructure(tuple(ops))
+    return _NetsStructure(tuple(ops))
 
 
 def parallel(*layers: Layer) -> Layer:
@@ -487,8 +469,8 @@ def Dense(out: int, W_std: float = 1.0, b_std: float | None = 0.0,
     def apply_fn(params, x):
         return _dense_apply(params, x, param, W_std, b_std)
 
-    # read by `serial` to build its DenseStructure
-    apply_fn._dense_args = (param, W_std, b_std)
+    # read by `serial` to build its linear structure
+    apply_fn._linear_args = (param, W_std, b_std, None)
 
     def transform(k):
         _need_rank("Dense", _kshape(k), 2, "(n, features) (add Flatten() or "
@@ -555,22 +537,33 @@ def Conv(out: int, filter_shape: Sequence[int], strides: Sequence[int] | None = 
             b = None if b is None else b * b_std
         return shape, (W, b)
 
+    spec = ConvSpec(filter_shape, strides, padding)
+
     def apply_fn(params, x):
-        W, b = params
         out_shape(x.shape)
-        z = jax.lax.conv_general_dilated(x, W, strides, padding,
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                         precision=jax.lax.Precision.HIGHEST)
-        if param == "ntk":
-            z = (W_std / math.sqrt(fsize * x.shape[-1])) * z
-            return z if b is None else z + b_std * b[None, None, None, :]
-        return z if b is None else z + b[None, None, None, :]
+        return _conv_apply(params, x, spec, param, W_std, b_std)
+
+    # read by `serial` to build its linear structure
+    apply_fn._linear_args = (param, W_std, b_std, spec)
 
     def transform(k):
         out_shape(_kshape(k))
         return infinite.conv(k, out, filter_shape, strides, padding, W_std, b_std, param)
 
     return Layer(init_fn, apply_fn, KernelFn(transform, f"Conv({out}, {filter_shape})"))
+
+
+def _conv_apply(params, x, spec: ConvSpec, param: str, W_std: float,
+                b_std: float | None) -> jax.Array:
+    """`Conv` on x (n, H, W, C) with params (W (fh, fw, C, out), b (out,) or None)."""
+    W, b = params
+    z = jax.lax.conv_general_dilated(x, W, spec.strides, spec.padding,
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                     precision=jax.lax.Precision.HIGHEST)
+    if param == "ntk":
+        z = (W_std / math.sqrt(math.prod(W.shape[:-1]))) * z
+        return z if b is None else z + b_std * b[None, None, None, :]
+    return z if b is None else z + b[None, None, None, :]
 
 
 def Flatten() -> Layer:
@@ -596,14 +589,15 @@ def GlobalAvgPool() -> Layer:
         _need_rank("GlobalAvgPool", _kshape(k), 4, "(n, H, W, C)")
         return infinite.global_avg_pool(k)
 
-    return Layer(init_fn, apply_fn, KernelFn(transform, "GlobalAvgPool"))
+    return _per_example(Layer(init_fn, apply_fn, KernelFn(transform, "GlobalAvgPool")),
+                        lambda x: apply_fn((), x))
 
 
 # --------------------------------------------------------------------------- nonlinearities
 
 def _per_example(layer: Layer, fn: Callable[[jax.Array], jax.Array]) -> Layer:
     """Marks a parameter-free layer that maps each example on its own (`fn(x)` is its
-    output), so a `serial` of such layers and Dense layers gets a `DenseStructure`."""
+    output), so a `serial` of such layers and linear layers gets a linear structure."""
     layer.apply_fn._per_example_map = fn
     return layer
 

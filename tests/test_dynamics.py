@@ -45,20 +45,20 @@ def linear_problem(seed, n=6, k=2, m=4, p=40, rank=None):
         jac_t = rng.normal(size=(m * k, rank)) @ basis
     k_flat = jac @ jac.T
     kt_flat = jac_t @ jac.T
-    return dict(
-        J=jac,
-        Jt=jac_t,
-        n=n,
-        k=k,
-        m=m,
-        k_flat=k_flat,
-        kt_flat=kt_flat,
-        k4=to_4d(k_flat, n, k),
-        kt4=to_4d_test(kt_flat, m, n, k),
-        y=rng.normal(size=(n, k)),
-        f0=0.3 * rng.normal(size=(n, k)),
-        f0_test=0.3 * rng.normal(size=(m, k)),
-    )
+    return {
+        "J": jac,
+        "Jt": jac_t,
+        "n": n,
+        "k": k,
+        "m": m,
+        "k_flat": k_flat,
+        "kt_flat": kt_flat,
+        "k4": to_4d(k_flat, n, k),
+        "kt4": to_4d_test(kt_flat, m, n, k),
+        "y": rng.normal(size=(n, k)),
+        "f0": 0.3 * rng.normal(size=(n, k)),
+        "f0_test": 0.3 * rng.normal(size=(m, k)),
+    }
 
 
 def block_problem(seed, n=6, k=2, m=4, p=30):
@@ -68,20 +68,20 @@ def block_problem(seed, n=6, k=2, m=4, p=30):
     j1 = rng.normal(size=(n, p)) / np.sqrt(p)
     j1t = rng.normal(size=(m, p)) / np.sqrt(p)
     jac, jac_t = np.kron(j1, np.eye(k)), np.kron(j1t, np.eye(k))  # rows i*k + a, cols q*k + b
-    return dict(
-        J=jac,
-        Jt=jac_t,
-        n=n,
-        k=k,
-        m=m,
-        k2=j1 @ j1.T,
-        kt2=j1t @ j1.T,
-        k4=to_4d(jac @ jac.T, n, k),
-        kt4=to_4d_test(jac_t @ jac.T, m, n, k),
-        y=rng.normal(size=(n, k)),
-        f0=0.3 * rng.normal(size=(n, k)),
-        f0_test=0.3 * rng.normal(size=(m, k)),
-    )
+    return {
+        "J": jac,
+        "Jt": jac_t,
+        "n": n,
+        "k": k,
+        "m": m,
+        "k2": j1 @ j1.T,
+        "kt2": j1t @ j1.T,
+        "k4": to_4d(jac @ jac.T, n, k),
+        "kt4": to_4d_test(jac_t @ jac.T, m, n, k),
+        "y": rng.normal(size=(n, k)),
+        "f0": 0.3 * rng.normal(size=(n, k)),
+        "f0_test": 0.3 * rng.normal(size=(m, k)),
+    }
 
 
 def param_space_run(prob, lr, steps, beta=None):
@@ -287,7 +287,7 @@ def test_momentum_zero_equals_gd():
 # ------------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def mlp_setup(k, seed=0, n=7, m=3, d=4, width=12):
     """A one-hidden-layer tanh MLP with k outputs, its Jacobians and its exact (n, n, k, k) NTK."""
     rng = np.random.default_rng(seed)
@@ -320,21 +320,21 @@ def mlp_setup(k, seed=0, n=7, m=3, d=4, width=12):
         )
 
     jf, jtf = flat(jac, n * k), flat(jac_t, m * k)
-    return dict(
-        params=params,
-        jac=jac,
-        jac_t=jac_t,
-        jf=jf,
-        jtf=jtf,
-        k4=to_4d(jf @ jf.T, n, k),
-        kt4=to_4d_test(jtf @ jf.T, m, n, k),
-        f0=np.asarray(f0),
-        f0_test=np.asarray(f0_test),
-        y=y,
-        n=n,
-        m=m,
-        k=k,
-    )
+    return {
+        "params": params,
+        "jac": jac,
+        "jac_t": jac_t,
+        "jf": jf,
+        "jtf": jtf,
+        "k4": to_4d(jf @ jf.T, n, k),
+        "kt4": to_4d_test(jtf @ jf.T, m, n, k),
+        "f0": np.asarray(f0),
+        "f0_test": np.asarray(f0_test),
+        "y": y,
+        "n": n,
+        "m": m,
+        "k": k,
+    }
 
 
 def apply_weights(jac, omega, lead):
@@ -563,7 +563,7 @@ def test_critical_learning_rate_momentum():
     for pred, factor in [(below, 0.99), (above, 1.01)]:
         ref = scalar_momentum_mode(factor * crit * lam_max / size, beta, 400)
         # The top mode evolves as the scalar recurrence: project the residual on it.
-        lam, vecs = np.linalg.eigh(kernel)
+        _lam, vecs = np.linalg.eigh(kernel)
         top = vecs[:, -1]
         r0 = (f0 - y)[:, 0]
         rt = pred(steps, f0)[..., 0] - y[None, :, 0]
@@ -678,7 +678,7 @@ def _valid():
 
 def _case_mse(**overrides):
     kernel, y, _ = _valid()
-    kwargs = dict(k_train_train=kernel, y_train=y)
+    kwargs = {"k_train_train": kernel, "y_train": y}
     kwargs.update(overrides)
     return lambda: dynamics.mse(**kwargs)
 
@@ -688,7 +688,7 @@ def _case_call(kind="flow", beta=None, method="__call__", **call):
 
     def run():
         pred = dynamics.mse(kernel, y, kind=kind, momentum=beta, learning_rate=0.1)
-        args = dict(t=np.array([0.0, 1.0]), f0_train=f0)
+        args = {"t": np.array([0.0, 1.0]), "f0_train": f0}
         args.update(call)
         return getattr(pred, method)(**args)
 

@@ -146,10 +146,11 @@ def test_float32_params_under_x64(mlp):
     np.testing.assert_allclose(k, explicit_ntk(mlp_apply, params, x1, x2), rtol=1e-5, atol=1e-5)
 
 
-def test_cost_model_prefers_jacobian_and_respects_budget(mlp):
+def test_cost_model_picks_fewer_flops_and_respects_budget(mlp):
     params, x1, x2 = mlp
     cost = jaxdyn.ntk_cost(mlp_apply, params, x1, x2)
-    assert cost.method == "jacobian" and "fewer flops" in cost.reason
+    assert cost.method == min(("jacobian", "ntvp"), key=cost.flops.get)
+    assert "fewer flops" in cost.reason
     assert cost.num_params == sum(a.size for a in jax.tree_util.tree_leaves(params))
     assert cost.forward_flops >= 2 * cost.num_params
     # A budget between the two methods' needs forces the lighter one.
@@ -158,8 +159,11 @@ def test_cost_model_prefers_jacobian_and_respects_budget(mlp):
     heavier = max(cost.memory_bytes, key=cost.memory_bytes.get)
     tight = jaxdyn.ntk_cost(mlp_apply, params, x1, x2, memory_budget=budget)
     assert tight.method == lighter and heavier in tight.reason
-    none_fit = jaxdyn.ntk_cost(mlp_apply, params, x1, x2, memory_budget=1.0)
-    assert "batch_size" in none_fit.reason
+    none_fit = jaxdyn.ntk_cost(mlp_apply, params, x1, x2, memory_budget=1.0, batch_size=4)
+    assert "pass a smaller `batch_size`" in none_fit.reason and none_fit.on_host
+    # batch_size=None: the smallest block, and the result assembled on host
+    auto = jaxdyn.ntk_cost(mlp_apply, params, x1, x2, memory_budget=1.0)
+    assert auto.on_host and auto.block_shape == (1, 1) and "even at block 1x1" in auto.reason
 
 
 @pytest.mark.parametrize("kwargs, exc, match", [
@@ -212,7 +216,7 @@ def nets_mlp(depth, k, act, parameterization):
     return apply_fn, params
 
 
-@pytest.mark.parametrize("depth", [1, 2, 3])
+@pytest.mark.parametrize("depth", [1, 3])
 @pytest.mark.parametrize("k", [1, 3])
 @pytest.mark.parametrize("act", [nets.Relu, nets.Erf])
 @pytest.mark.parametrize("parameterization", ["ntk", "standard"])
@@ -290,28 +294,26 @@ def test_structured_matches_neural_tangents(nt_refs, impl):
     np.testing.assert_allclose(full, nt_refs["emp_ntk_full_21"], rtol=1e-10, atol=1e-10)
 
 
-def test_auto_picks_structured_only_for_dense_networks(mlp):
+def test_auto_picks_structured_only_for_structured_networks(mlp):
     params, x1, x2 = mlp
     apply_fn, nparams = nets_mlp(2, 3, nets.Relu, "ntk")
     cost = jaxdyn.ntk_cost(apply_fn, nparams, x1, x2)
-    assert cost.method == "structured" and cost.reason == "structured: Dense network"
+    assert cost.method == "structured" and cost.reason.startswith("structured: the model has")
     assert set(cost.flops) == set(cost.memory_bytes) == {"jacobian", "ntvp", "structured"}
     assert cost.memory_bytes["structured"] < cost.memory_bytes["jacobian"]
-    assert "batch_size" in jaxdyn.ntk_cost(apply_fn, nparams, x1, x2, memory_budget=1.0).reason
-    # A wrapped apply_fn, a plain function and a Conv network have no structure.
+    # A wrapped apply_fn, a plain function and a residual network have no structure.
     wrapped = lambda p, x: apply_fn(p, x)
     assert jaxdyn.ntk_cost(wrapped, nparams, x1, x2).method in ("jacobian", "ntvp")
     assert jaxdyn.ntk_cost(mlp_apply, params, x1, x2).method in ("jacobian", "ntvp")
     assert "structured" not in jaxdyn.ntk_cost(mlp_apply, params, x1, x2).flops
     init_fn, conv_apply, _ = nets.serial(nets.Conv(2, (2, 2)), nets.Relu(), nets.Flatten(),
                                          nets.Dense(1))
-    assert not hasattr(conv_apply, "dense_structure")
     _, cparams = init_fn(jax.random.PRNGKey(0), (-1, 3, 3, 1))
     xc = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, 1))
-    assert jaxdyn.ntk_cost(conv_apply, cparams, xc).method in ("jacobian", "ntvp")
+    assert jaxdyn.ntk_cost(conv_apply, cparams, xc).method == "structured"
     _, res_apply, _ = nets.serial(nets.Dense(4), nets.FanOut(2),
                                   nets.parallel(nets.Dense(4), nets.Identity()), nets.FanInSum())
-    assert not hasattr(res_apply, "dense_structure")
+    assert jaxdyn.structure.get(res_apply) is None
     # auto on a Dense network gives the structured kernel
     np.testing.assert_allclose(jaxdyn.empirical_ntk(apply_fn, nparams, x1, x2),
                                jaxdyn.empirical_ntk(apply_fn, nparams, x1, x2, method="jacobian"),
@@ -320,7 +322,7 @@ def test_auto_picks_structured_only_for_dense_networks(mlp):
 
 def test_structured_needs_a_dense_network(mlp):
     _, x1, x2 = mlp
-    with pytest.raises(ValueError, match="method='structured'.*dense_structure"):
+    with pytest.raises(ValueError, match="method='structured'.*linear_structure"):
         jaxdyn.ntk_fn(mlp_apply, method="structured")
     apply_fn, nparams = nets_mlp(1, 1, nets.Relu, "ntk")
     with pytest.raises(ValueError, match="structured"):

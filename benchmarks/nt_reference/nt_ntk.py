@@ -4,7 +4,9 @@ Runs in the reference venv (jax 0.4.23, neural-tangents 0.6.5; see requirements.
 benchmarks/README.md), never in jaxdyn's. For each implementation in --implementations
 (1 = Jacobian contraction, 2 = NTK-vector products, 3 = structured derivatives) and batch
 size, `jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=(-1,), implementation=i, vmap_axes=0))`
-is timed on (x, None, params); batched kernels are `nt.batch(that, batch_size=b)`. Each
+is timed on (x, None, params); batched kernels are `nt.batch(that, batch_size=b)`. For n <=
+--eager-max-n, implementation 3 is also timed without `jax.jit` (variant `impl3_eager`), as
+neural-tangents' examples call it. Each
 workload runs in its own subprocess; the JSON schema is the one of benchmarks/ntk.py with
 `library="neural_tangents"` and `variant="impl<i>"`.
 
@@ -34,7 +36,7 @@ def worker(spec: dict) -> dict:
 
     apply_fn, params, x, k, num_params = C.build_model(spec["model"], spec["n"], spec["tiny"], spec["x64"])
     jax.block_until_ready((params, x))
-    variant = f"impl{spec['implementation']}"
+    variant = f"impl{spec['implementation']}" + ("_eager" if spec.get("eager") else "")
     b = spec["n"] if spec["batch_size"] is None else spec["batch_size"]
     if spec["implementation"] == 1:
         # Jacobians of the block inputs (one when x2 is None and unbatched, two per block when
@@ -46,12 +48,15 @@ def worker(spec: dict) -> dict:
                     "note": (f"not run: Jacobians of a {b}x{b} block need about {predicted_gib:.3g} GiB, "
                              f"over --max-rss-gb={spec['max_rss_gib']:g} (would run out of memory)")}
     rss_before = C.peak_rss_mib()
-    kfn = jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=(-1,), implementation=spec["implementation"],
-                                      vmap_axes=0))
+    kfn = nt.empirical_ntk_fn(apply_fn, trace_axes=(-1,), implementation=spec["implementation"],
+                              vmap_axes=0)
+    if not spec.get("eager"):
+        kfn = jax.jit(kfn)
     if spec["batch_size"] is not None:
         kfn = nt.batch(kfn, batch_size=spec["batch_size"])
     timing = C.time_kernel(lambda: kfn(x, None, params), spec["repeats"])
-    return C.ok_record(spec, "neural_tangents", variant, k, num_params, timing, rss_before)
+    return C.ok_record(spec, "neural_tangents", variant, k, num_params, timing, rss_before,
+                       versions=versions())
 
 
 def versions() -> dict:
@@ -60,13 +65,27 @@ def versions() -> dict:
 
 
 def specs_for(workload: dict, args) -> list[dict]:
-    return [{**workload, "implementation": i, "repeats": args.repeats, "x64": args.x64, "tiny": args.tiny,
-             "max_rss_gib": args.max_rss_gb} for i in args.implementations]
+    """NT specs of one (model, n, batch_size) workload: implementations 1 and 2 only for
+    n <= --slow-max-n (they take minutes per call above it on a CPU), batch sizes only from
+    --batch-sizes."""
+    n, b = workload["n"], workload["batch_size"]
+    if b not in C.parse_batch_sizes(args.batch_sizes):
+        return []
+    slow_max_n = getattr(args, "slow_max_n", None)
+    specs = [{**workload, "implementation": i, "repeats": C.repeats_for(n, args), "x64": args.x64,
+              "tiny": args.tiny, "max_rss_gib": args.max_rss_gb}
+             for i in args.implementations if i == 3 or slow_max_n is None or n <= slow_max_n]
+    # As neural-tangents' own examples call it, without jax.jit (the issue's timings): only
+    # the fastest implementation, and only for small n (tens of seconds per call).
+    if 3 in args.implementations and b is None and n <= getattr(args, "eager_max_n", 0):
+        specs.append({**specs[-1], "implementation": 3, "eager": True,
+                      "repeats": min(C.repeats_for(n, args), 2)})
+    return specs
 
 
 def run_spec(spec: dict, args, python: str | None = None) -> dict:
     cmd = [python or sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
-    res = C.run_worker(cmd, args.timeout, args.max_rss_gb, env=C.python_env())
+    res = C.run_worker(cmd, C.timeout_for(spec["n"], args), args.max_rss_gb, env=C.python_env())
     if res.get("status") != "ok":
         res = {**spec, "library": "neural_tangents", "variant": f"impl{spec['implementation']}", **res}
     return res
@@ -75,11 +94,15 @@ def run_spec(spec: dict, args, python: str | None = None) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[128, 512], help="MLP sizes n (default 128 512)")
-    p.add_argument("--cnn-n", type=int, default=64, help="CNN size n (0 skips the CNN; default 64)")
+    p.add_argument("--cnn-n", type=int, nargs="+", default=[64], help="CNN sizes n (0 skips the CNN; default 64)")
     p.add_argument("--batch-sizes", nargs="+", default=["none", "64"],
                    help="batch sizes; 'none' = unbatched; used only when below n (default: none 64)")
     p.add_argument("--implementations", type=int, nargs="+", default=list(IMPLEMENTATIONS),
                    choices=IMPLEMENTATIONS, help="NT implementations (default 1 2 3)")
+    p.add_argument("--slow-max-n", type=int, default=None,
+                   help="run implementations 1 and 2 only for n <= this (default: always)")
+    p.add_argument("--eager-max-n", type=int, default=128,
+                   help="also time implementation 3 without jax.jit, unbatched, for n <= this (default 128; 0: never)")
     p.add_argument("--repeats", type=int, default=3, help="timed calls after the first (default 3; 0: report the first call, compile included)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per workload subprocess (default 300)")
     p.add_argument("--max-rss-gb", type=float, default=round(0.6 * C.total_ram_gib(), 1),

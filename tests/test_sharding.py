@@ -1,0 +1,62 @@
+"""Multi-device NTKs: on 4 virtual CPU devices the sharded kernel equals the one-device one.
+
+XLA fixes the device count when JAX starts, so the check runs in a fresh interpreter with
+`XLA_FLAGS=--xla_force_host_platform_device_count=4`.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent("""
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import numpy as np
+    import jaxdyn
+    from jaxdyn import nets
+
+    devices = jax.devices()
+    assert len(devices) == 4, devices
+
+    def check(apply_fn, params, x1, x2, method, **kw):
+        one = jaxdyn.ntk_by_group(apply_fn, params, x1, x2, method=method, **kw)
+        many = jaxdyn.ntk_by_group(apply_fn, params, x1, x2, method=method, devices="all", **kw)
+        assert list(one) == list(many)
+        for name in one:
+            a, b = np.asarray(one[name]), np.asarray(many[name])
+            assert a.shape == b.shape, (a.shape, b.shape)
+            # the same arithmetic per row, so equal to a few ulps
+            np.testing.assert_allclose(b, a, rtol=1e-13, atol=1e-13)
+        full = jaxdyn.ntk_fn(apply_fn, method=method, devices=devices[:2], **kw)(x1, x2, params)
+        np.testing.assert_allclose(np.asarray(full), sum(np.asarray(v) for v in one.values()),
+                                   rtol=1e-12, atol=1e-12)
+        return many
+
+    init_fn, apply_fn, _ = nets.serial(nets.Dense(16, W_std=1.4, b_std=0.1), nets.Relu(),
+                                       nets.Dense(3, W_std=1.2, b_std=0.2))
+    _, params = init_fn(jax.random.PRNGKey(0), (-1, 5))
+    x1 = jax.random.normal(jax.random.PRNGKey(1), (10, 5))   # not a multiple of 4
+    x2 = jax.random.normal(jax.random.PRNGKey(2), (7, 5))
+    for method in ["structured", "jacobian", "ntvp"]:
+        for b in [x2, None]:
+            for kw in [{}, {"trace_axes": ()}, {"batch_size": 2}]:
+                many = check(apply_fn, params, x1, b, method, **kw)
+    k = jaxdyn.empirical_ntk(apply_fn, params, x1, devices="all")
+    assert len(k.sharding.device_set) == 4, k.sharding
+
+    init_fn, conv_apply, _ = nets.serial(nets.Conv(3, (2, 2), padding="SAME"), nets.Relu(),
+                                         nets.Flatten(), nets.Dense(2))
+    _, cparams = init_fn(jax.random.PRNGKey(3), (-1, 4, 4, 1))
+    xc = jax.random.normal(jax.random.PRNGKey(4), (6, 4, 4, 1))
+    check(conv_apply, cparams, xc, None, "structured")
+    check(conv_apply, cparams, xc, xc[:5] + 1.0, "structured")
+    print("SHARDING-OK")
+""")
+
+
+def test_sharded_kernels_equal_one_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, check=False,
+                         text=True, timeout=600)
+    assert out.returncode == 0 and "SHARDING-OK" in out.stdout, out.stderr[-4000:]
