@@ -283,9 +283,9 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slow-max-n", type=int, default=128,
                    help="run jacobian/ntvp/auto (and neural-tangents' implementations 1 and 2) only for "
                         "n <= this (default 128; they take minutes per call above it on a CPU)")
-    p.add_argument("--eager-max-n", type=int, default=128,
-                   help="neural-tangents side (compare_nt.py): also time implementation 3 without jax.jit, "
-                        "unbatched, for n <= this (default 128; 0: never)")
+    p.add_argument("--default-max-n", type=int, default=512,
+                   help="neural-tangents side (compare_nt.py): also time implementation 3 with NT's default "
+                        "vmap_axes=None, for n <= this (default 512; 0: never)")
     p.add_argument("--auto-nets-max-n", type=int, default=8192, help="auto_nets only for n <= this (default 8192)")
     p.add_argument("--floor-max-n", type=int, default=8192, help="matmul_floor only for n <= this (default 8192)")
     p.add_argument("--memory-budget-gb", type=float, default=None,
