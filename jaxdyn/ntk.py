@@ -18,7 +18,8 @@
 
 `batch_size` tiles the work into blocks evaluated under `lax.map`, so memory stays bounded
 for any n and the computation remains one compiled program; by default the block is the
-largest that fits a memory budget, and a result too big for it is assembled on host.
+largest that fits a memory budget, and a result too big for it is assembled on host. The
+structured kernel of x with itself (n >= 1024) is computed from the blocks i <= j only.
 `devices` shards the rows of x1 over several devices with `jax.shard_map`.
 
 Shapes and trace convention follow neural-tangents: outputs `(n, *out)`; `trace_axes` are
@@ -368,13 +369,44 @@ def _rows(fn, x: jax.Array, b: int):
     return jax.tree_util.tree_map(lambda a: a.reshape((-1, *a.shape[2:]))[:n], out)
 
 
+# From this many examples, the Gram of x with itself is computed from blocks i <= j only.
+_SYMMETRIC_MIN_N = 1024
+
+
+def _symmetric_gram(layers, f, layout, groups, b: int):
+    """`_linear_gram(layers, f, f, ...)` from the blocks `i <= j` of `b` rows (the kernel is
+    symmetric, so the others are their transposes): `(nb + 1) / (2 nb)` of the products."""
+    n = jax.tree_util.tree_leaves(f)[0].shape[0]
+    fb = jax.tree_util.tree_map(lambda a: _blocks(a, b), f)            # (nb, b, ...)
+    nb = -(-n // b)
+    rows, cols = (jnp.asarray(v) for v in np.triu_indices(nb))
+
+    def block(ij):
+        i, j = ij
+        return _linear_gram(layers, jax.tree_util.tree_map(lambda a: a[i], fb),
+                            jax.tree_util.tree_map(lambda a: a[j], fb), layout, groups)
+    blocks = jax.lax.map(block, (rows, cols))                           # (pairs, b, b, *out pairs)
+
+    def assemble(blk):
+        # the transpose of block (i, j) swaps its two examples and each output pair
+        perm = (0, 2, 1) + tuple(3 + p + d for p in range(0, blk.ndim - 3, 2) for d in (1, 0))
+        full = jnp.zeros((nb, nb, *blk.shape[1:]), blk.dtype)
+        full = full.at[cols, rows].set(jnp.transpose(blk, perm)).at[rows, cols].set(blk)
+        full = jnp.swapaxes(full, 1, 2).reshape((nb * b, nb * b, *blk.shape[3:]))
+        return full[:n, :n]
+    return jax.tree_util.tree_map(assemble, blocks)
+
+
 def _structured_kernels(apply_fn, params, x1, x2, layout, groups, b, gather=None):
     """Structured kernels: factors once per block of rows, then Grams per block of x1 rows
-    against all of x2. `gather` (sharded use) assembles x2's factors from all devices."""
+    against all of x2 (for x2 = x1, per block pair i <= j only). `gather` (sharded use)
+    assembles x2's factors from all devices."""
     structure = jaxdyn_structure.get(apply_fn)
     layers = structure.layers(params)
     factors = functools.partial(_linear_factors, structure, params, layout=layout)
     f1 = _rows(factors, x1, b)
+    if x2 is None and gather is None and x1.shape[0] >= _SYMMETRIC_MIN_N:
+        return _symmetric_gram(layers, f1, layout, groups, min(b, -(-x1.shape[0] // 4)))
     f2 = f1 if x2 is None else _rows(factors, x2, b)
     if gather is not None:
         f2 = gather(f2)

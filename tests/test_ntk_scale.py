@@ -142,3 +142,19 @@ def test_bad_devices(devices, exc):
     apply_fn, _, _ = mlp(4)
     with pytest.raises(exc, match="devices"):
         jaxdyn.ntk_fn(apply_fn, devices=devices)
+
+
+@pytest.mark.parametrize("n, batch_size", [(13, None), (16, 4), (9, 2)])
+def test_symmetric_gram_from_upper_blocks(monkeypatch, n, batch_size):
+    """For x2 = x1 and large n, only blocks i <= j are computed; forced here on small n."""
+    monkeypatch.setattr(jaxdyn.ntk, "_SYMMETRIC_MIN_N", 1)
+    apply_fn, params, x = mlp(n)
+    for trace_axes in [(-1,), ()]:
+        ref = jaxdyn.empirical_ntk(apply_fn, params, x, method="jacobian", trace_axes=trace_axes)
+        parts = jaxdyn.ntk_by_group_fn(apply_fn, method="structured", trace_axes=trace_axes,
+                                       batch_size=batch_size)(x, None, params)
+        np.testing.assert_allclose(sum(parts.values()), ref, rtol=1e-12, atol=1e-12)
+        ref_parts = jaxdyn.ntk_by_group(apply_fn, params, x, method="jacobian",
+                                        trace_axes=trace_axes)
+        for name in ref_parts:
+            np.testing.assert_allclose(parts[name], ref_parts[name], rtol=1e-12, atol=1e-12)
