@@ -290,6 +290,17 @@ def write_json(path: str, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def save_results(args, benchmark: str, schema_version: int, meta: dict, results: list,
+                 name: str) -> str:
+    """Writes `{"benchmark", "schema_version", "meta", "results"}` to `args.out`, or to
+    `args.out_dir/name`; prints and returns the path."""
+    out = args.out or os.path.join(args.out_dir, name)
+    write_json(out, {"benchmark": benchmark, "schema_version": schema_version, "meta": meta,
+                     "results": results})
+    print(f"wrote {out}")
+    return out
+
+
 def workloads(sizes: list[int], cnn_n, batch_sizes: list[int | None]) -> list[dict]:
     """(model, n, batch_size) triples. A batch size is used only when it is below n.
 

@@ -257,17 +257,12 @@ def main(argv=None) -> int:
                                           if k.startswith("speedup") or k == "max_abs_diff"), flush=True)
             if "max_abs_err_vs_float64_reference" in results[name]:
                 print(f"  errors vs float64: {results[name]['max_abs_err_vs_float64_reference']}", flush=True)
-    payload = {
-        "benchmark": "dynamics", "schema_version": 1,
-        "meta": C.metadata({"jax": jax.__version__, "jaxlib": jaxlib.__version__, "jaxdyn": jaxdyn.__version__,
-                            "optax": optax.__version__, "device": f"{d.platform}:{getattr(d, 'device_kind', '')}",
-                            "repeats": args.repeats, "dtype": "float64" if args.x64 else "float32",
-                            "tiny": args.tiny, "peak_rss_mib": C.peak_rss_mib()}),
-        "results": results,
-    }
-    out = args.out or os.path.join(args.out_dir, f"dynamics_{d.platform}_{C.today()}.json")
-    C.write_json(out, payload)
-    print(f"wrote {out}")
+    C.save_results(args, "dynamics", 1, C.metadata({
+        "jax": jax.__version__, "jaxlib": jaxlib.__version__, "jaxdyn": jaxdyn.__version__,
+        "optax": optax.__version__, "device": f"{d.platform}:{getattr(d, 'device_kind', '')}",
+        "repeats": args.repeats, "dtype": "float64" if args.x64 else "float32",
+        "tiny": args.tiny, "peak_rss_mib": C.peak_rss_mib()}), results,
+        f"dynamics_{d.platform}_{C.today()}.json")
     return 0
 
 

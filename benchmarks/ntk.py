@@ -337,19 +337,14 @@ def main(argv=None) -> int:
         if "ratio_to_matmul_floor" in r:
             print(f"[jaxdyn] {C.workload_name(r)} {r['variant']}: {r['ratio_to_matmul_floor']:.3g}x the matmul "
                   f"floor ({r['matmul_floor_s']:.4g} s), {r['gflops_per_s']:.4g} GFLOP/s", flush=True)
-    payload = {
-        "benchmark": "ntk", "schema_version": 2,
-        "meta": C.metadata({**ver, "repeats": args.repeats, "repeats_large": args.repeats_large,
-                            "large_n": args.large_n, "timeout_large_s": args.timeout_large,
-                            "memory_budget_gib": args.memory_budget_gb, "dtype": "float64" if args.x64 else "float32",
-                            "tiny": args.tiny, "per_workload_subprocess": not args.no_subprocess,
-                            "timeout_s": args.timeout, "max_rss_gib": args.max_rss_gb,
-                            "x2": "None (kernel of x against itself)"}),
-        "results": results,
-    }
-    out = args.out or os.path.join(args.out_dir, f"ntk_{ver['device_platform']}_{C.today()}.json")
-    C.write_json(out, payload)
-    print(f"wrote {out}")
+    C.save_results(args, "ntk", 2, C.metadata({
+        **ver, "repeats": args.repeats, "repeats_large": args.repeats_large,
+        "large_n": args.large_n, "timeout_large_s": args.timeout_large,
+        "memory_budget_gib": args.memory_budget_gb, "dtype": "float64" if args.x64 else "float32",
+        "tiny": args.tiny, "per_workload_subprocess": not args.no_subprocess,
+        "timeout_s": args.timeout, "max_rss_gib": args.max_rss_gb,
+        "x2": "None (kernel of x against itself)"}), results,
+        f"ntk_{ver['device_platform']}_{C.today()}.json")
     return 0
 
 

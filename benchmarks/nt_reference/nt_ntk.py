@@ -131,16 +131,11 @@ def main(argv=None) -> int:
             msg = (f"median {res['median_s']:.4g} s, first call {res['first_call_s']:.4g} s"
                    if res.get("status") == "ok" else f"{res.get('status')}: {res.get('note', '')}")
             print(f"[nt] {C.workload_name(w)} impl{spec['implementation']}: {msg}", flush=True)
-    payload = {
-        "benchmark": "ntk", "schema_version": 1,
-        "meta": C.metadata({**ver, "repeats": args.repeats, "dtype": "float64" if args.x64 else "float32",
-                            "tiny": args.tiny, "per_workload_subprocess": True, "timeout_s": args.timeout,
-                            "max_rss_gib": args.max_rss_gb, "x2": "None (kernel of x against itself)"}),
-        "results": results,
-    }
-    out = args.out or os.path.join(args.out_dir, f"nt_ntk_{ver['device_platform']}_{C.today()}.json")
-    C.write_json(out, payload)
-    print(f"wrote {out}")
+    C.save_results(args, "ntk", 1, C.metadata({
+        **ver, "repeats": args.repeats, "dtype": "float64" if args.x64 else "float32",
+        "tiny": args.tiny, "per_workload_subprocess": True, "timeout_s": args.timeout,
+        "max_rss_gib": args.max_rss_gb, "x2": "None (kernel of x against itself)"}), results,
+        f"nt_ntk_{ver['device_platform']}_{C.today()}.json")
     return 0
 
 
