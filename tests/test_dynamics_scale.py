@@ -182,8 +182,18 @@ def test_mixed_precision_error_vs_pure_float64():
     pure = dynamics.mse(p["K"], y_64, learning_rate=LR)  # float64 kernel, float64 everything
     ref_train, ref_loss = pure(times, f0_64), pure.loss(times, f0_64)
     assert ref_train.dtype == np.float64
-    # The float64 predictor itself against expm (an independent check of the reference).
-    np.testing.assert_allclose(ref_train, flow_reference(p, LR, times)[0], rtol=0, atol=1e-9)
+    # The float64 predictor itself against expm (an independent check of the reference). Both are
+    # backward stable, so each is exact for a kernel perturbed by ~eps64 * |K|; since the Frechet
+    # derivative of exp at the negative semidefinite -sK has norm <= 1, that moves the outputs by up
+    # to eps64 * s * lam_max * |r0| (2e-7 at s = 1e6). The old fixed atol=1e-9 ignored this growth
+    # with s: it held for this CPU's LAPACK and expm rounding (8.9e-10 measured) but not for another
+    # (1.08e-9). Measured errors sit at 0.004 - 0.1 of this first-order bound.
+    s = LR * times / p["y"].size
+    lam_max = float(np.linalg.eigvalsh(p["K"])[-1])
+    r0_norm = float(np.linalg.norm(f0_64 - y_64, axis=0).max())
+    bound = np.finfo(np.float64).eps * (1.0 + s * lam_max) * r0_norm  # (T,)
+    expm_err = np.max(np.abs(ref_train - flow_reference(p, LR, times)[0]), axis=(1, 2))
+    assert np.all(expm_err <= bound), (expm_err, bound)
     for x64 in (True, False):
         with jax.enable_x64(x64):
             mixed = dynamics.mse(p["K32"], p["y"], learning_rate=LR, solve_dtype="float64")
