@@ -2,11 +2,14 @@
 
 Only jax and numpy are imported here (lazily, inside the model builders), so the same file
 serves jaxdyn's venv (jax 0.10) and the neural-tangents reference venv (jax 0.4.23). Nothing
-here imports jaxdyn or neural_tangents.
+here imports jaxdyn or neural_tangents: the environment record comes from jaxdyn's one
+capture, `jaxdyn/results.py`, loaded by its file path (it needs only the standard library,
+numpy and jax), so both venvs record it the same way.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.util
 import itertools
 import json
 import os
@@ -17,6 +20,8 @@ import threading
 import time
 
 RESULT_TAG = "BENCH_RESULT "
+RESULTS_PY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jaxdyn",
+                          "results.py")
 LOAD_NOTE = ("Measured on a shared machine: other jobs (test suites) may have been running "
              "concurrently, so timings can be inflated and noisy.")
 
@@ -257,9 +262,37 @@ def metadata(extra: dict | None = None) -> dict:
     return meta
 
 
+_RESULTS = None
+
+
+def _results_module():
+    """`jaxdyn/results.py` as a standalone module (no `import jaxdyn`; see the docstring)."""
+    global _RESULTS
+    if _RESULTS is None:
+        spec = importlib.util.spec_from_file_location("_jaxdyn_results", RESULTS_PY)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _RESULTS = module
+    return _RESULTS
+
+
+def environment() -> dict:
+    """`jaxdyn.results.environment()` of this process: versions, backend, devices, x64."""
+    return _results_module().environment()
+
+
+def _device_name(env: dict) -> str:
+    d = env["devices"][0]
+    return f"{d['platform']}:{d['kind']}"
+
+
 def child_versions(python: str, modules: list[str]) -> dict:
-    """Versions and default device reported by another interpreter (e.g. the NT venv)."""
-    code = ("import json, importlib, jax\n"
+    """Versions and default device reported by another interpreter (e.g. the NT venv):
+    `{module: version, "device": "platform:kind", "environment": its environment()}`."""
+    code = ("import importlib, importlib.util, json\n"
+            f"spec = importlib.util.spec_from_file_location('_jaxdyn_results', {RESULTS_PY!r})\n"
+            "results = importlib.util.module_from_spec(spec)\n"
+            "spec.loader.exec_module(results)\n"
             "v = {}\n"
             f"for m in {modules!r}:\n"
             "    try:\n"
@@ -267,8 +300,10 @@ def child_versions(python: str, modules: list[str]) -> dict:
             "        v[m] = getattr(mod, '__version__', 'unknown')\n"
             "    except Exception as e:\n"
             "        v[m] = 'unavailable: ' + type(e).__name__\n"
-            "d = jax.devices()[0]\n"
-            "v['device'] = d.platform + ':' + getattr(d, 'device_kind', '')\n"
+            "env = results.environment()\n"
+            "d = env['devices'][0]\n"
+            "v['device'] = d['platform'] + ':' + d['kind']\n"
+            "v['environment'] = env\n"
             "print('" + RESULT_TAG + "' + json.dumps(v))\n")
     proc = subprocess.run([python, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     for line in proc.stdout.splitlines():
@@ -409,9 +444,8 @@ def ok_record(spec: dict, library: str, variant: str, k: int, num_params: int, t
 
 
 def device_versions(**libraries: str) -> dict:
-    """jax/jaxlib versions, the device, and the given library versions."""
-    import jax
-    import jaxlib
-    d = jax.devices()[0]
-    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, **libraries,
-            "device": f"{d.platform}:{getattr(d, 'device_kind', '')}", "device_platform": d.platform}
+    """jax/jaxlib versions, the device, and the given library versions, plus this process's
+    full `environment()` record under "environment"."""
+    env = environment()
+    return {"jax": env["jax"], "jaxlib": env["jaxlib"], **libraries, "device": _device_name(env),
+            "device_platform": env["devices"][0]["platform"], "environment": env}

@@ -19,8 +19,18 @@ from jaxdyn import nets, plot
 jax.config.update("jax_enable_x64", True)
 
 
+def figure(x_test, mean, std, f_nets, x_train, y_train, y_test, *, seeds: int, width: int):
+    """The example's figure: `(S, m)` trained-network outputs `f_nets` on the `(m, 1)` grid
+    `x_test` against the `(m,)` infinite-width `mean` and `std`. Returns a `Figure`."""
+    return plot.network_vs_kernel(
+        x_test, mean, std, f_nets, x_train=x_train, y_train=y_train, y_test=y_test,
+        title=f"{seeds} networks of width {width} vs infinite width:\n"
+              "most of each network should lie inside the 2-sigma band")
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--width", type=int, default=512, help="hidden width (default 512)")
     ap.add_argument("--seeds", type=int, default=16, help="networks in the ensemble (default 16)")
     ap.add_argument("--steps", type=int, default=1000, help="gradient descent steps (default 1000)")
@@ -40,7 +50,8 @@ def main(argv=None):
     gauss = ensemble(xt, get="ntk", t=float(args.steps), compute_cov=True)
     mean, std = gauss.mean[:, 0], jnp.sqrt(jnp.clip(jnp.diagonal(gauss.covariance), 0.0))
 
-    params = [init_fn(key, x.shape)[1] for key in jax.random.split(jax.random.PRNGKey(1), args.seeds)]
+    keys = jax.random.split(jax.random.PRNGKey(1), args.seeds)
+    params = [init_fn(key, x.shape)[1] for key in keys]
     stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *params)
     train_one = lambda p: jaxdyn.trajectory(apply_fn, p, x, y, optimizer=optax.sgd(lr),  # noqa: E731
                                             steps=args.steps, record_every=args.steps, x_test=xt)
@@ -56,8 +67,7 @@ def main(argv=None):
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     jaxdyn.compare.write_json_atomic(out / "results.json", summary)
-    fig = plot.network_vs_kernel(xt, mean, std, f_nets, x_train=x, y_train=y, y_test=yt,
-                                 title=f"{args.seeds} networks of width {args.width} vs infinite width")
+    fig = figure(xt, mean, std, f_nets, x, y, yt, seeds=args.seeds, width=args.width)
     fig.savefig(out / "network_vs_kernel.png", dpi=120)
     print(json.dumps(summary, indent=1))
     return summary

@@ -7,9 +7,9 @@ concrete arrays (`jax.Array` inputs are converted) and returns NumPy arrays:
 - `agreement`: how far a trained network (`jaxdyn.train.Trajectory`) is from its
   linearization and from the closed form (`jaxdyn.dynamics.mse`) at every recorded step.
 - `fit_loglog_slope`: power-law fits `y = exp(intercept) * x**slope`.
-- `width_sweep`: runs a function over (width, seed) pairs, saving each finished point
-  atomically so an interrupted sweep resumes where it stopped, then averages over seeds
-  and fits width exponents.
+- `width_sweep`: runs a function over (width, seed) pairs with `jaxdyn.sweep` (each finished
+  point saved atomically, so an interrupted sweep resumes where it stopped), then averages
+  over seeds and fits width exponents.
 
 Example:
   >>> sweep = width_sweep(run_point, widths=[64, 128, 256, 512], seeds=[0, 1, 2],
@@ -18,17 +18,15 @@ Example:
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-import pathlib
-import tempfile
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from jaxdyn.results import write_json_atomic  # noqa: F401  (the old home; kept as an alias)
+from jaxdyn.sweep import _run_grid
 from jaxdyn.train import Trajectory
 
 __all__ = [
@@ -370,7 +368,8 @@ class SweepResult(NamedTuple):
         and `seed`, as stored in JSON (tuples become lists, NumPy scalars Python numbers).
       mean, std: metric name -> `(W,)` float64 mean and standard deviation (ddof=0, so one
         seed gives 0) over seeds, for every metric that is a number (not a bool) in every
-        point.
+        point; a non-finite value, stored as None, counts as NaN (so a diverged seed makes
+        its width's mean NaN).
       slopes: metric name -> `Slope` of `log mean` against `log width`, for the metrics
         named in `width_sweep(metrics=...)`.
     """
@@ -399,108 +398,18 @@ def _check_int_list(name: str, values: Any, positive: bool) -> tuple[int, ...]:
     return tuple(sorted({int(v) for v in values}))
 
 
-def _json_value(key: str, value: Any) -> Any:
-    """Plain JSON types from NumPy / JAX scalars and arrays (`run_point` may return them)."""
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if _is_int(value):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value)
-    if isinstance(value, str) or value is None:
-        return value
-    if hasattr(value, "shape") and hasattr(value, "dtype"):  # NumPy / JAX arrays
-        return np.asarray(value).tolist()
-    if isinstance(value, (list, tuple)):
-        return [_json_value(key, v) for v in value]
-    raise TypeError(
-        f"`run_point` result {key!r} must be a JSON-serialisable number, string, bool or list; got "
-        f"{type(value).__name__}.")
-
-
-def _point_record(result: Any, width: int, seed: int) -> dict[str, Any]:
-    if not isinstance(result, dict):
-        raise TypeError(f"`run_point({width}, {seed})` must return a dict of metrics; got "
-                        f"{type(result).__name__}.")
-    record: dict[str, Any] = {"width": width, "seed": seed}
-    for key, value in result.items():
-        if not isinstance(key, str):
-            raise TypeError(f"`run_point({width}, {seed})` keys must be str; got {key!r}.")
-        if key in record:
-            if value != record[key]:
-                raise ValueError(f"`run_point({width}, {seed})` returned {key}={value!r}; expected "
-                                 f"{record[key]} or no {key!r} key.")
-            continue
-        record[key] = _json_value(key, value)
-    # A JSON round trip makes a fresh point identical to one loaded after an interruption.
-    return json.loads(json.dumps(record))
-
-
-def _point_path(points_dir: pathlib.Path, width: int, seed: int) -> pathlib.Path:
-    return points_dir / f"width{width}_seed{seed}.json"
-
-
-def write_json_atomic(path: str | os.PathLike, record: Any) -> None:
-    """Writes `record` as JSON so that `path` is either absent or complete: temp file in the
-    same directory (same file system, so the rename is atomic), fsync, then `os.replace`."""
-    path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(record, fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # Also on KeyboardInterrupt: never leave a half-written temp file behind.
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: pathlib.Path) -> None:
-    """Makes the rename itself durable (POSIX); some platforms cannot open directories."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _load_point(path: pathlib.Path, width: int, seed: int) -> dict[str, Any] | None:
-    """The stored point, or None (with a warning) when the file is unreadable or belongs to
-    another point: it is then recomputed rather than trusted."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            record = json.load(fh)
-    except (OSError, ValueError) as err:  # JSONDecodeError and bad UTF-8 are ValueErrors
-        warnings.warn(f"width_sweep: cannot read {path} ({err}); recomputing width {width} "
-                      f"seed {seed}.", RuntimeWarning, stacklevel=3)
-        return None
-    if (not isinstance(record, dict) or not _is_int(record.get("width"))
-            or not _is_int(record.get("seed")) or record["width"] != width
-            or record["seed"] != seed):
-        found = ({k: record.get(k) for k in ("width", "seed")} if isinstance(record, dict)
-                 else type(record).__name__)
-        warnings.warn(f"width_sweep: {path} holds {found}, expected width {width} seed {seed}; "
-                      "recomputing it.", RuntimeWarning, stacklevel=3)
-        return None
-    return record
-
-
 def _numeric_metrics(points: Sequence[dict[str, Any]]) -> list[str]:
-    """Names of the metrics that are a (non-bool) number in every point, in first-seen order."""
+    """Names of the metrics that are a (non-bool) number in every point, in first-seen order.
+    None counts as a number here: it is how a non-finite value (a diverged point) is stored
+    (see `jaxdyn.results`), and it enters the mean as NaN; a metric None everywhere is not a
+    number."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
     names = [k for k in points[0] if k not in ("width", "seed")]
-    return [k for k in names if all(
-        isinstance(p.get(k), (int, float)) and not isinstance(p.get(k), bool) for p in points)]
+    return [k for k in names
+            if all(number(p.get(k)) or (k in p and p[k] is None) for p in points)
+            and any(number(p.get(k)) for p in points)]
 
 
 def _aggregate(points: Sequence[dict[str, Any]], widths: tuple[int, ...],
@@ -508,7 +417,8 @@ def _aggregate(points: Sequence[dict[str, Any]], widths: tuple[int, ...],
     mean, std = {}, {}
     for name in _numeric_metrics(points):
         # points are ordered by (width, seed): a (W, S) table.
-        table = np.array([p[name] for p in points], dtype=np.float64)
+        table = np.array([np.nan if p[name] is None else p[name] for p in points],
+                         dtype=np.float64)
         table = table.reshape(len(widths), len(seeds))
         mean[name], std[name] = table.mean(axis=1), table.std(axis=1)
     return mean, std
@@ -534,9 +444,11 @@ def width_sweep(run_point: Callable[[int, int], dict[str, Any]], widths: Iterabl
     """Runs `run_point(width, seed)` for every pair, resumably, and fits width exponents.
 
     Args:
-      run_point: `run_point(width, seed) -> {metric: number | str | bool | list}`; NumPy
-        and JAX scalars/arrays are converted to JSON numbers/lists. Must be deterministic
-        in (width, seed) for resumed and fresh sweeps to agree.
+      run_point: `run_point(width, seed) -> {metric: number | str | bool | None | list}`;
+        NumPy and JAX scalars/arrays are converted to JSON numbers/lists, and non-finite
+        floats (a diverged point) are stored as None (`jaxdyn.results`), which `mean`/`std`
+        count as NaN. Must be deterministic in (width, seed) for resumed and fresh sweeps
+        to agree.
       widths: positive ints (duplicates dropped, sorted).
       seeds: ints (duplicates dropped, sorted).
       out_dir: directory (created if missing) where each finished point is written
@@ -545,8 +457,9 @@ def width_sweep(run_point: Callable[[int, int], dict[str, Any]], widths: Iterabl
         `run_point`, so an interruption loses at most the points in progress; a file that
         does not parse or names another point is recomputed with a `RuntimeWarning`.
         Leftover `.*.tmp` files of a killed run are ignored. Stored points are trusted as
-        they are: delete `out_dir` after changing what `run_point` computes. None: keep
-        nothing on disk.
+        they are: delete `out_dir` after changing what `run_point` computes (or use
+        `jaxdyn.sweep.sweep(..., settings=...)`, which refuses a folder claimed with other
+        settings). None: keep nothing on disk.
       progress: optional `progress(done, total, description)` called after each point,
         e.g. `(3, 12, "width 256 seed 1 (cached)")`, to draw a progress bar.
       metrics: names of seed-mean metrics to fit `mean ~ exp(intercept) * width**slope`
@@ -564,26 +477,12 @@ def width_sweep(run_point: Callable[[int, int], dict[str, Any]], widths: Iterabl
     widths_t = _check_int_list("widths", widths, positive=True)
     seeds_t = _check_int_list("seeds", seeds, positive=False)
     names = _check_metrics(metrics, len(widths_t))
-    points_dir = None
-    if out_dir is not None:
-        points_dir = pathlib.Path(out_dir) / "points"
-        points_dir.mkdir(parents=True, exist_ok=True)
-
-    pairs = [(w, s) for w in widths_t for s in seeds_t]
-    points = []
-    for done, (width, seed) in enumerate(pairs, start=1):
-        record = None
-        path = None if points_dir is None else _point_path(points_dir, width, seed)
-        if path is not None and path.exists():
-            record = _load_point(path, width, seed)
-        cached = record is not None
-        if record is None:
-            record = _point_record(run_point(width, seed), width, seed)
-            if path is not None:
-                write_json_atomic(path, record)
-        points.append(record)
-        if progress is not None:
-            progress(done, len(pairs), f"width {width} seed {seed}{' (cached)' if cached else ''}")
+    # No settings: the caller (e.g. an experiment) owns its folder's settings.json. Messages
+    # name the call positionally, as `run_point(width, seed)` is called.
+    points = _run_grid(
+        lambda width, seed: run_point(width, seed),
+        {"width": list(widths_t), "seed": list(seeds_t)}, out_dir, None, (), progress,
+        lambda key: f"`run_point({key['width']}, {key['seed']})`")
 
     mean, std = _aggregate(points, widths_t, seeds_t)
     slopes = {}

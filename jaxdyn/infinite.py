@@ -34,7 +34,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdyn._checks import check_int, fail
+
 __all__ = [
+    "GETS",
     "ElementwiseFn",
     "Kernel",
     "KernelState",
@@ -65,6 +68,10 @@ class Kernel(NamedTuple):
     `(n1, n2, H, H', W, W')` when the network ends on a spatial layer."""
     nngp: jax.Array
     ntk: jax.Array
+
+
+# The kernels an infinite-width `kernel_fn` can return (its `get=` values), in `Kernel`'s order.
+GETS: tuple[str, ...] = Kernel._fields
 
 
 class KernelState(NamedTuple):
@@ -350,8 +357,7 @@ def radial_rule(deg: int) -> tuple[np.ndarray, np.ndarray]:
     Lanczos on a fine discretisation of the weight (64-point Gauss-Legendre on each of 24
     unit panels of [0, 24]; the tail beyond 24 weighs e^-288), then Golub-Welsch.
     """
-    if not isinstance(deg, (int, np.integer)) or isinstance(deg, bool) or not 1 <= deg <= 200:
-        raise ValueError(f"`deg` must be an int in [1, 200]; got {deg!r}.")
+    deg = check_int("deg", deg, minimum=1, maximum=200)
     t, w = np.polynomial.legendre.leggauss(64)
     r = np.concatenate([p + (t + 1) / 2 for p in range(24)])
     wr = np.tile(w / 2, 24) * r * np.exp(-r ** 2 / 2)
@@ -402,6 +408,8 @@ def gaussian_expectation(f: Callable[[jax.Array, jax.Array], jax.Array], k12: ja
     Returns:
       array of the shape of `k12`.
     """
+    deg = check_int("deg", deg, minimum=1, maximum=200)
+    angular_deg = check_int("angular_deg", angular_deg, minimum=1, maximum=200)
     rn, rw = (jnp.asarray(a, dtype=k12.dtype) for a in radial_rule(deg))
     at, aw = (jnp.asarray(a, dtype=k12.dtype) for a in _angular_rule(angular_deg))
     s1, s2 = jnp.sqrt(jnp.maximum(k11, 0.0)), jnp.sqrt(jnp.maximum(k22, 0.0))
@@ -440,6 +448,10 @@ def quadrature_kernel(phi: Callable[[jax.Array], jax.Array], *, deg: int = 64,
                       angular_deg: int = 48) -> ElementwiseFn:
     """`ElementwiseFn` of any elementwise `phi` by `gaussian_expectation`; `phi'` by forward
     mode autodiff (the same derivative as `jax.grad` of the scalar function)."""
+    if not callable(phi):
+        fail("phi", "callable", type(phi).__name__, TypeError)
+    deg = check_int("deg", deg, minimum=1, maximum=200)
+    angular_deg = check_int("angular_deg", angular_deg, minimum=1, maximum=200)
     dphi = lambda x: jax.jvp(phi, (x,), (jnp.ones_like(x),))[1]
 
     def fn(k12, k11, k22):

@@ -15,7 +15,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxdyn._checks import check_same_structure
+from jaxdyn._checks import (_NOT_INPUT_ERRORS, _abstract, check_array, check_finite, check_int,
+                            check_params, model_error)
 
 PyTree = Any
 ApplyFn = Callable[..., Any]
@@ -42,6 +43,43 @@ def _directional_derivatives(f: Callable[[PyTree], Any], params: PyTree,
     return tuple(primals) + (tangents[-1],)
 
 
+def _expansion(apply_fn: ApplyFn, params0: PyTree, degree: int, name: str) -> ApplyFn:
+    """`apply_fn` expanded to `degree` around `params0`, with the checks both public
+    functions share: `params` must fit `params0` (structure and leaf shapes, also under jit)
+    and be finite (when concrete); a model that refuses `x` is reported in the user's terms."""
+    if not callable(apply_fn):
+        raise TypeError(f"`{name}(apply_fn)` must be callable `apply_fn(params, x)`; got "
+                        f"{type(apply_fn).__name__}.")
+    check_finite(f"{name}(params0)", params0)
+
+    def expanded(params: PyTree, *args, **kwargs):
+        check_params("params", params, f"{name}(params0)", params0)
+        check_finite("params", params)
+        if args and hasattr(args[0], "dtype"):
+            check_array("x", args[0])            # a real array (jaxdyn is real-valued)
+        delta = _tree_sub(params, params0)
+        f = lambda p: apply_fn(p, *args, **kwargs)  # noqa: E731
+        try:
+            terms = _directional_derivatives(f, params0, delta, degree)
+        except _NOT_INPUT_ERRORS:
+            raise
+        except Exception as error:  # noqa: BLE001 - re-raised below unless the model refuses x
+            # Diagnose only on failure, so a working call pays nothing: if the model itself
+            # refuses (params0, x), say so naming `x`; any other failure is re-raised as is.
+            try:
+                jax.eval_shape(f, _abstract(params0))
+            except Exception:  # noqa: BLE001
+                raise model_error(error, "x", args[0] if args else None, "params0",
+                                  params=params0) from error
+            raise
+        out = terms[0]
+        for j, term in enumerate(terms[1:], start=1):
+            out = jax.tree_util.tree_map(lambda o, t, j=j: o + t / math.factorial(j), out, term)
+        return out
+
+    return expanded
+
+
 def taylor_expand(apply_fn: ApplyFn, params0: PyTree, degree: int) -> ApplyFn:
     """Taylor expansion of `apply_fn` in its parameters around `params0`.
 
@@ -60,22 +98,8 @@ def taylor_expand(apply_fn: ApplyFn, params0: PyTree, degree: int) -> ApplyFn:
       >>> f2 = taylor_expand(apply_fn, params0, degree=2)
       >>> f2(params, x)  # error to apply_fn(params, x) shrinks like ||params - params0||^3
     """
-    if isinstance(degree, bool) or not isinstance(degree, int) or degree < 0:
-        raise ValueError(f"`taylor_expand(degree=...)` must be an int >= 0; got {degree!r}.")
-    if not callable(apply_fn):
-        raise TypeError(f"`apply_fn` must be callable `apply_fn(params, x)`; got {type(apply_fn).__name__}.")
-
-    def apply_taylor(params: PyTree, *args, **kwargs):
-        check_same_structure("params", params, "params0", params0)
-        delta = _tree_sub(params, params0)
-        terms = _directional_derivatives(
-            lambda p: apply_fn(p, *args, **kwargs), params0, delta, degree)
-        out = terms[0]
-        for j, term in enumerate(terms[1:], start=1):
-            out = jax.tree_util.tree_map(lambda o, t, j=j: o + t / math.factorial(j), out, term)
-        return out
-
-    return apply_taylor
+    degree = check_int("taylor_expand(degree)", degree, minimum=0)
+    return _expansion(apply_fn, params0, degree, "taylor_expand")
 
 
 def linearize(apply_fn: ApplyFn, params0: PyTree) -> ApplyFn:
@@ -97,13 +121,4 @@ def linearize(apply_fn: ApplyFn, params0: PyTree) -> ApplyFn:
       >>> f_lin = linearize(apply_fn, params0)
       >>> f_lin(params0, x)  # == apply_fn(params0, x)
     """
-    if not callable(apply_fn):
-        raise TypeError(f"`apply_fn` must be callable `apply_fn(params, x)`; got {type(apply_fn).__name__}.")
-
-    def apply_lin(params: PyTree, *args, **kwargs):
-        check_same_structure("params", params, "params0", params0)
-        delta = _tree_sub(params, params0)
-        f0, df = jax.jvp(lambda p: apply_fn(p, *args, **kwargs), (params0,), (delta,))
-        return jax.tree_util.tree_map(jnp.add, f0, df)
-
-    return apply_lin
+    return _expansion(apply_fn, params0, 1, "linearize")

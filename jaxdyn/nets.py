@@ -23,6 +23,9 @@ A `serial` of Dense and Conv layers, activations, Identity, Flatten and GlobalAv
 serials included) also gets `apply_fn.linear_structure` (a `jaxdyn.structure.LinearStructure`),
 which `jaxdyn.empirical_ntk` uses for its fast `method="structured"`.
 
+Each `kernel_fn` is a `KernelFn` (`jaxdyn._nets_kernel`: input checks, compilation, blocks);
+this module builds the layer maps it reads out.
+
 Residual blocks: `serial(Dense(...), FanOut(2), parallel(serial(Relu(), Dense(...)),
 Identity()), FanInSum())`. As in neural-tangents, `FanInSum` adds branch covariances, which
 assumes the branches are uncorrelated mean-zero Gaussians (each ends in its own Dense /
@@ -40,7 +43,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdyn import infinite
-from jaxdyn.infinite import Kernel, KernelState
+from jaxdyn._checks import check_array, check_float, check_int, describe, fail
+from jaxdyn._nets_kernel import KernelFn
+from jaxdyn.infinite import GETS, Kernel, KernelState
 from jaxdyn.structure import ConvSpec, LinearLayer, Tap
 
 __all__ = [
@@ -70,110 +75,7 @@ __all__ = [
 
 PyTree = Any
 Shape = tuple[int, ...]
-GETS = ("nngp", "ntk")
 _PARAMS = ("ntk", "standard")
-State = KernelState | list  # list of states between FanOut and FanInSum
-
-
-class KernelFn:
-    """Infinite-width kernel of a layer or network.
-
-    Call as `kernel_fn(x1, x2=None, get=("nngp", "ntk"), *, batch_size=None)`.
-    `transform` is the layer's map on `KernelState`s, which combinators compose.
-    """
-
-    def __init__(self, transform: Callable[[State], State], name: str):
-        self.transform = transform
-        self.name = name
-        self.__name__ = name
-        # One compiled program per input shapes / batch_size: eager execution of the many
-        # small kernel ops (and of the quadrature's scan) would be retraced on every call.
-        self._jitted = jax.jit(self._kernels, static_argnames=("batch_size",))
-
-    def __repr__(self) -> str:
-        return f"KernelFn({self.name})"
-
-    def __call__(self, x1: jax.Array, x2: jax.Array | None = None,
-                 get: str | Sequence[str] = GETS, *, batch_size: int | None = None):
-        """Infinite-width kernels between `x1` and `x2`.
-
-        Args:
-          x1: `(n1, d)` (Dense networks) or `(n1, H, W, C)` (Conv networks).
-          x2: `(n2, ...)` with the same per-example shape, or None for `x2 = x1`. Prefer None
-            to passing x1 again: the result is then exactly symmetric and its diagonal exact,
-            while ReLU / Erf-type kernels of two separately rounded copies of a point carry
-            about 1e-8 relative noise (as in neural-tangents).
-          get: "nngp", "ntk", or a tuple of them.
-          batch_size: if set, evaluate blocks of `batch_size` rows of x1 by `batch_size` rows
-            of x2 under `lax.map` (memory bounded by a block; results equal the unblocked
-            ones, since each entry only needs its own pair and their diagonals).
-        Returns:
-          for a string `get`, one array `(n1, n2)` (or `(n1, n2, H, H', W, W')` for networks
-          ending on a spatial layer); for a tuple, a NamedTuple with those fields
-          (`Kernel(nngp, ntk)` for the default).
-        """
-        fields = _check_get(get)
-        x1, x2 = _check_inputs(x1, x2)
-        _check_batch_size(batch_size)
-        nngp, ntk = self._jitted(x1, x2, batch_size=batch_size)
-        vals = {"nngp": nngp, "ntk": ntk}
-        if isinstance(get, str):
-            return vals[get]
-        return _kernel_tuple(fields)(*(vals[f] for f in fields))
-
-    def _kernels(self, x1, x2, batch_size: int | None) -> tuple[jax.Array, jax.Array]:
-        if batch_size is None:
-            nngp, ntk = self._compute(x1, x2)
-        else:
-            nngp, ntk = self._blocked(x1, x2, batch_size)
-        if x2 is None:  # the two triangles agree to rounding; make it exact
-            nngp, ntk = _symmetrize(nngp), _symmetrize(ntk)
-        return nngp, ntk
-
-    def _compute(self, x1, x2) -> tuple[jax.Array, jax.Array]:
-        return self._readout(infinite.inputs_to_kernel(x1, x2))
-
-    def _readout(self, k0: KernelState) -> tuple[jax.Array, jax.Array]:
-        k = self.transform(k0)
-        if not isinstance(k, KernelState):
-            raise TypeError(
-                f"the network ends with {len(k)} parallel branches; merge them with "
-                "FanInSum() before the kernel can be read out.")
-        return k.nngp, k.ntk
-
-    def _blocked(self, x1, x2, bs: int) -> tuple[jax.Array, jax.Array]:
-        # The input covariances are as large as the output and cheap, so they are formed
-        # once; the layer recursions (where memory goes, e.g. quadrature) run block by
-        # block. Each entry depends only on its pair and the two diagonals, so the blocks
-        # reproduce the unblocked values.
-        k0 = infinite.inputs_to_kernel(x1, x2)
-        n1, n2 = k0.nngp.shape[:2]
-        b1, b2 = -(-n1 // bs), -(-n2 // bs)
-        # pad by repeating example 0 (zeros would give zero variances and 0/0)
-        idx1 = jnp.concatenate([jnp.arange(n1), jnp.zeros(b1 * bs - n1, int)]).reshape(b1, bs)
-        idx2 = jnp.concatenate([jnp.arange(n2), jnp.zeros(b2 * bs - n2, int)]).reshape(b2, bs)
-
-        def block(ij):
-            i1, i2 = idx1[ij[0]], idx2[ij[1]]
-            kb = k0._replace(cov1=k0.cov1[i1], cov2=k0.cov2[i2], nngp=k0.nngp[i1][:, i2],
-                             ntk=k0.ntk[i1][:, i2], sym=False)
-            if not k0.sym:
-                return self._readout(kb)
-            # x2 = x1: blocks on the diagonal are kernels of a batch with itself, computed
-            # exactly as the unblocked diagonal is (see KernelState.sym).
-            return jax.lax.cond(ij[0] == ij[1], lambda: self._readout(kb._replace(sym=True)),
-                                lambda: self._readout(kb))
-
-        g1, g2 = jnp.meshgrid(jnp.arange(b1), jnp.arange(b2), indexing="ij")
-        out = jax.lax.map(block, (g1.reshape(-1), g2.reshape(-1)))
-
-        def unblock(a):  # (b1*b2, bs, bs, *rest) -> (n1, n2, *rest)
-            rest = a.shape[3:]
-            a = a.reshape((b1, b2, bs, bs, *rest))
-            a = jnp.moveaxis(a, 2, 1).reshape((b1 * bs, b2 * bs, *rest))
-            return a[:n1, :n2]
-
-        return unblock(out[0]), unblock(out[1])
 
 
 class Layer(NamedTuple):
@@ -235,81 +137,23 @@ def _at(tree, path: tuple[int, ...]):
     return tree
 
 
-# --------------------------------------------------------------------------- checks
-
-@functools.cache
-def _kernel_tuple(fields: tuple[str, ...]) -> type:
-    if fields == GETS:
-        return Kernel
-    return NamedTuple("Kernel", [(f, jax.Array) for f in fields])
+def _check_std(name: str, v, allow_none: bool = False) -> float | None:
+    return check_float(name, v, minimum=0.0, allow_none=allow_none)
 
 
-def _check_get(get) -> tuple[str, ...]:
-    fields = (get,) if isinstance(get, str) else get
-    try:
-        fields = tuple(fields)
-    except TypeError:
-        raise TypeError(f"`get` must be a string or a tuple of strings from {GETS}; "
-                        f"got {get!r}.") from None
-    bad = [f for f in fields if f not in GETS]
-    if bad or not fields or len(set(fields)) != len(fields):
-        raise ValueError(f"`get` must be one of {GETS} or a tuple of distinct ones; got {get!r}.")
-    return fields
+def _check_parameterization(p) -> str:
+    if isinstance(p, str) and p.lower() in _PARAMS:
+        return p.lower()
+    fail("parameterization", "one of " + ", ".join(map(repr, _PARAMS)), describe(p))
 
 
-def _check_inputs(x1, x2) -> tuple[jax.Array, jax.Array | None]:
-    for name, x in (("x1", x1), ("x2", x2)):
-        if x is None and name == "x2":
-            continue
-        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-            raise TypeError(f"`{name}` must be an array; got {type(x).__name__}.")
-        if x.ndim not in (2, 4):
-            raise ValueError(
-                f"`{name}` must have shape (n, features) for Dense networks or (n, H, W, C) "
-                f"for Conv networks; got shape {tuple(x.shape)}.")
-    x1 = jnp.asarray(x1)
-    if jnp.issubdtype(x1.dtype, jnp.integer):
-        x1 = x1.astype(jnp.result_type(float))
-    if x2 is not None:
-        x2 = jnp.asarray(x2).astype(x1.dtype)
-        if tuple(x1.shape[1:]) != tuple(x2.shape[1:]):
-            raise ValueError(
-                f"`x1` and `x2` must have the same per-example shape; got x1 {tuple(x1.shape)} "
-                f"and x2 {tuple(x2.shape)} (batch axis first).")
-    return x1, x2
-
-
-def _check_batch_size(batch_size) -> None:
-    if batch_size is None:
-        return
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive int or None; got {batch_size!r}.")
-
-
-def _symmetrize(a: jax.Array) -> jax.Array:
-    # (n, n, H, H', W, W') -> swap the two examples and each position pair
-    perm = [1, 0] + [i + d for i in range(2, a.ndim, 2) for d in (1, 0)]
-    return (a + jnp.transpose(a, perm)) / 2
-
-
-def _check_std(name: str, v, allow_none: bool = False) -> None:
-    if v is None and allow_none:
-        return
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or v < 0:
-        raise ValueError(f"`{name}` must be a non-negative float{' or None' if allow_none else ''}; "
-                         f"got {v!r}.")
-
-
-def _check_parameterization(p: str) -> str:
-    if not isinstance(p, str) or p.lower() not in _PARAMS:
-        raise ValueError(f"`parameterization` must be one of {_PARAMS}; got {p!r}.")
-    return p.lower()
-
-
-def _check_width(name: str, out) -> int:
-    if isinstance(out, bool) or not isinstance(out, (int, np.integer)) or out < 1:
-        raise ValueError(f"`{name}` must be a positive int; got {out!r}.")
-    return int(out)
+def _check_pair(name: str, value, what: str) -> tuple[int, int]:
+    """Two positive ints, e.g. a filter shape `(fh, fw)`."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
+        fail(name, f"2 positive ints {what}", describe(value), TypeError)
+    if len(value) != 2:
+        fail(name, f"2 positive ints {what}", describe(tuple(value)))
+    return tuple(check_int(f"{name}[{i}]", v, minimum=1) for i, v in enumerate(value))
 
 
 def _kshape(k: KernelState) -> Shape:
@@ -319,7 +163,34 @@ def _kshape(k: KernelState) -> Shape:
 
 def _need_rank(layer: str, shape: Shape, rank: int, what: str) -> None:
     if len(shape) != rank:
-        raise ValueError(f"{layer} needs inputs of shape {what}; got shape {tuple(shape)}.")
+        # One axis short is usually a single example without its batch axis. (Callers that
+        # slice examples, as vmap does, show the shape of one slice here.)
+        hint = (" (for a single example, add the batch axis first: x[None])"
+                if len(shape) == rank - 1 else "")
+        raise ValueError(f"{layer} needs inputs of shape {what}; got shape {tuple(shape)}{hint}.")
+
+
+def _check_input_shape(layer: str, shape) -> tuple[int, ...]:
+    """The `input_shape` of a layer's init_fn: ints, batch size first (-1 for any)."""
+    if isinstance(shape, (tuple, list)) and all(
+            isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in shape):
+        return tuple(int(d) for d in shape)
+    fail(f"{layer}.init_fn(input_shape)", "a tuple of ints, the batch size first (-1 for any)",
+         describe(shape), TypeError)
+
+
+def _check_fan_in(layer: str, x_shape: Shape, W: jax.Array, axis: int, what: str) -> None:
+    """Raises when the input's last axis does not match the weights' fan-in axis `axis`."""
+    if x_shape[-1] != W.shape[axis]:
+        raise ValueError(f"{layer} needs inputs with {W.shape[axis]} {what} (its params W have "
+                         f"shape {tuple(W.shape)}); got shape {tuple(x_shape)}.")
+
+
+def _unpack(params, layer: str) -> tuple[jax.Array, jax.Array | None]:
+    if not isinstance(params, (tuple, list)) or len(params) != 2:
+        fail(f"{layer} params", "a pair (W, b) as made by its init_fn", describe(params),
+             TypeError)
+    return params
 
 
 # --------------------------------------------------------------------------- combinators
@@ -381,9 +252,12 @@ def parallel(*layers: Layer) -> Layer:
 
     def split(xs, what):
         if not isinstance(xs, (list, tuple)) or len(xs) != len(layers):
-            raise ValueError(f"parallel of {len(layers)} layers needs a list of {len(layers)} "
-                             f"{what} (put FanOut({len(layers)}) before it); got {type(xs).__name__}"
-                             f"{'' if not isinstance(xs, (list, tuple)) else f' of length {len(xs)}'}.")
+            n = len(layers)
+            got = type(xs).__name__
+            if isinstance(xs, (list, tuple)):
+                got += f" of length {len(xs)}"
+            raise ValueError(f"parallel of {n} layers needs a list of {n} {what} (put "
+                             f"FanOut({n}) before it); got {got}.")
         return xs
 
     def init_fn(key, input_shapes):
@@ -404,12 +278,12 @@ def parallel(*layers: Layer) -> Layer:
         return [l.kernel_fn.transform(k) for l, k in zip(layers, ks)]
 
     return Layer(init_fn, apply_fn,
-                 KernelFn(transform, "parallel(" + ", ".join(l.kernel_fn.name for l in layers) + ")"))
+                 KernelFn(transform, f"parallel({', '.join(l.kernel_fn.name for l in layers)})"))
 
 
 def FanOut(num: int) -> Layer:
     """Copies the input into a list of `num` inputs."""
-    num = _check_width("num", num)
+    num = check_int("num", num, minimum=1)
     return Layer(lambda key, s: ([tuple(s)] * num, ()),
                  lambda params, x: [x] * num,
                  KernelFn(lambda k: [k] * num, f"FanOut({num})"))
@@ -450,12 +324,13 @@ def Dense(out: int, W_std: float = 1.0, b_std: float | None = 0.0,
     `b_std=None` means no bias (params `(W, None)`); in the standard parameterization a bias
     with `b_std=0` still trains and adds 1 to the NTK, as in neural-tangents.
     """
-    out = _check_width("out", out)
-    _check_std("W_std", W_std)
-    _check_std("b_std", b_std, allow_none=True)
+    out = check_int("out", out, minimum=1)
+    W_std = _check_std("W_std", W_std)
+    b_std = _check_std("b_std", b_std, allow_none=True)
     param = _check_parameterization(parameterization)
 
     def init_fn(key, input_shape):
+        input_shape = _check_input_shape("Dense", input_shape)
         _need_rank("Dense", input_shape, 2, "(n, features)")
         fan_in = int(input_shape[-1])
         kw, kb = jax.random.split(key)
@@ -482,8 +357,10 @@ def Dense(out: int, W_std: float = 1.0, b_std: float | None = 0.0,
 
 def _dense_apply(params, x, param: str, W_std: float, b_std: float | None) -> jax.Array:
     """`Dense` on x (n, fan_in) with params (W (fan_in, out), b (out,) or None) -> (n, out)."""
-    W, b = params
+    W, b = _unpack(params, "Dense")
+    check_array("x", x, allow_empty=True)
     _need_rank("Dense", x.shape, 2, "(n, features)")
+    _check_fan_in(f"Dense({W.shape[-1]})", x.shape, W, 0, "features")
     if param == "ntk":
         z = (W_std / math.sqrt(x.shape[-1])) * (x @ W)
         return z if b is None else z + b_std * b[None, :]
@@ -499,21 +376,13 @@ def Conv(out: int, filter_shape: Sequence[int], strides: Sequence[int] | None = 
     Parameterizations as in `Dense` with `fan_in = fh * fw * C`; weights shared across
     positions. `padding` "VALID" or "SAME" (zeros, as `lax.conv_general_dilated`).
     """
-    out = _check_width("out", out)
-    try:
-        filter_shape = tuple(int(f) for f in filter_shape)
-        strides = (1,) * len(filter_shape) if strides is None else tuple(int(s) for s in strides)
-    except TypeError:
-        raise TypeError(f"`filter_shape` and `strides` must be tuples of ints; got "
-                        f"{filter_shape!r}, {strides!r}.") from None
-    if len(filter_shape) != 2 or min(filter_shape) < 1:
-        raise ValueError(f"`filter_shape` must be 2 positive ints (fh, fw); got {filter_shape!r}.")
-    if len(strides) != 2 or min(strides) < 1:
-        raise ValueError(f"`strides` must be 2 positive ints; got {strides!r}.")
-    if padding not in ("VALID", "SAME"):
-        raise ValueError(f"`padding` must be 'VALID' or 'SAME'; got {padding!r}.")
-    _check_std("W_std", W_std)
-    _check_std("b_std", b_std, allow_none=True)
+    out = check_int("out", out, minimum=1)
+    filter_shape = _check_pair("filter_shape", filter_shape, "(fh, fw)")
+    strides = (1, 1) if strides is None else _check_pair("strides", strides, "(sh, sw)")
+    if not isinstance(padding, str) or padding not in ("VALID", "SAME"):
+        fail("padding", "'VALID' or 'SAME'", describe(padding))
+    W_std = _check_std("W_std", W_std)
+    b_std = _check_std("b_std", b_std, allow_none=True)
     param = _check_parameterization(parameterization)
     fsize = math.prod(filter_shape)
 
@@ -527,6 +396,7 @@ def Conv(out: int, filter_shape: Sequence[int], strides: Sequence[int] | None = 
         return (shape[0], *sp, out)
 
     def init_fn(key, input_shape):
+        input_shape = _check_input_shape("Conv", input_shape)
         shape = out_shape(input_shape)
         fan_in = fsize * int(input_shape[-1])
         kw, kb = jax.random.split(key)
@@ -540,6 +410,7 @@ def Conv(out: int, filter_shape: Sequence[int], strides: Sequence[int] | None = 
     spec = ConvSpec(filter_shape, strides, padding)
 
     def apply_fn(params, x):
+        check_array("x", x, allow_empty=True)
         out_shape(x.shape)
         return _conv_apply(params, x, spec, param, W_std, b_std)
 
@@ -556,7 +427,8 @@ def Conv(out: int, filter_shape: Sequence[int], strides: Sequence[int] | None = 
 def _conv_apply(params, x, spec: ConvSpec, param: str, W_std: float,
                 b_std: float | None) -> jax.Array:
     """`Conv` on x (n, H, W, C) with params (W (fh, fw, C, out), b (out,) or None)."""
-    W, b = params
+    W, b = _unpack(params, "Conv")
+    _check_fan_in(f"Conv({W.shape[-1]})", x.shape, W, 2, "channels")
     z = jax.lax.conv_general_dilated(x, W, spec.strides, spec.padding,
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                      precision=jax.lax.Precision.HIGHEST)
@@ -608,21 +480,14 @@ def _activation(name: str, phi: Callable[[jax.Array], jax.Array],
                               KernelFn(lambda k: infinite.elementwise(k, fn), name)), phi)
 
 
-def _check_float(name: str, v) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
-        raise TypeError(f"`{name}` must be a float; got {v!r}.")
-    return float(v)
-
-
 def _check_quad(deg, angular_deg) -> None:
-    for name, v in (("deg", deg), ("angular_deg", angular_deg)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 1 <= v <= 200:
-            raise ValueError(f"`{name}` must be an int in [1, 200]; got {v!r}.")
+    check_int("deg", deg, minimum=1, maximum=200)
+    check_int("angular_deg", angular_deg, minimum=1, maximum=200)
 
 
 def ABRelu(a: float, b: float) -> Layer:
     """`a min(x, 0) + b max(x, 0)`; arc-cosine kernel in closed form."""
-    a, b = _check_float("a", a), _check_float("b", b)
+    a, b = check_float("a", a), check_float("b", b)
     return _activation(f"ABRelu({a}, {b})",
                        lambda x: a * jnp.minimum(x, 0) + b * jnp.maximum(x, 0),
                        functools.partial(infinite.abrelu_kernel, a=a, b=b))
@@ -635,19 +500,19 @@ def Relu() -> Layer:
 
 def LeakyRelu(alpha: float) -> Layer:
     """`max(x, 0) + alpha min(x, 0)`."""
-    return ABRelu(_check_float("alpha", alpha), 1.0)
+    return ABRelu(check_float("alpha", alpha), 1.0)
 
 
 def Erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:
     """`a erf(b x) + c`; arcsine kernel in closed form (neural-tangents' `Erf`)."""
-    a, b, c = (_check_float(n, v) for n, v in (("a", a), ("b", b), ("c", c)))
+    a, b, c = (check_float(n, v) for n, v in (("a", a), ("b", b), ("c", c)))
     return _activation(f"Erf({a}, {b}, {c})", lambda x: a * jax.scipy.special.erf(b * x) + c,
                        functools.partial(infinite.erf_kernel, a=a, b=b, c=c))
 
 
 def Sin(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:
     """`a sin(b x + c)`; kernel in closed form."""
-    a, b, c = (_check_float(n, v) for n, v in (("a", a), ("b", b), ("c", c)))
+    a, b, c = (check_float(n, v) for n, v in (("a", a), ("b", b), ("c", c)))
     return _activation(f"Sin({a}, {b}, {c})", lambda x: a * jnp.sin(b * x + c),
                        functools.partial(infinite.sin_kernel, a=a, b=b, c=c))
 
@@ -669,7 +534,9 @@ def Elementwise(fn: Callable[[jax.Array], jax.Array], *, deg: int = 64,
     Raise `deg` / `angular_deg` for larger variances or rougher `fn`.
     """
     if not callable(fn):
-        raise TypeError(f"`fn` must be callable; got {type(fn).__name__}.")
+        fail("fn", "callable", type(fn).__name__, TypeError)
+    if name is not None and not isinstance(name, str):
+        fail("name", "a str or None", describe(name), TypeError)
     _check_quad(deg, angular_deg)
     return _activation(name or f"Elementwise({getattr(fn, '__name__', 'fn')})", fn,
                        infinite.quadrature_kernel(fn, deg=deg, angular_deg=angular_deg))

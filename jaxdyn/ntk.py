@@ -41,7 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdyn import structure as jaxdyn_structure
-from jaxdyn._checks import check_array, check_finite, is_concrete
+from jaxdyn._checks import (check_axes, check_batch_size, check_choice, check_finite, check_float,
+                            check_inputs, check_model_input, describe, fail, is_concrete)
 
 PyTree = Any
 ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
@@ -56,42 +57,20 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 
 # --------------------------------------------------------------------------- arguments
 
-def _check_method(method: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {METHODS}; got {method!r}.")
-
-
-def _check_batch_size(batch_size: int | None) -> None:
-    if batch_size is None:
-        return
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive int or None; got {batch_size!r}.")
-
-
 def _check_trace_axes(trace_axes: Sequence[int]) -> tuple[int, ...]:
-    try:
-        axes = tuple(int(a) for a in trace_axes)
-    except TypeError:
-        raise TypeError(f"`trace_axes` must be a tuple of ints (output axes); got {trace_axes!r}.") from None
-    return axes
+    # A sequence only: neural-tangents' convention, and a bare int here has always been refused.
+    if not isinstance(trace_axes, (tuple, list)):
+        fail("trace_axes", "a tuple of ints (output axes, e.g. (-1,))", describe(trace_axes),
+             TypeError)
+    return check_axes("trace_axes", trace_axes, None)
 
 
-def _check_precision(precision: str | None) -> None:
-    allowed = (None, "highest", "high", "default", "float32", "tensorfloat32", "bfloat16")
-    if precision not in allowed:
-        raise ValueError(f"`precision` must be one of {allowed}; got {precision!r}.")
+_PRECISIONS = (None, "highest", "high", "default", "float32", "tensorfloat32", "bfloat16")
 
 
-def _check_inputs(x1: jax.Array, x2: jax.Array | None) -> None:
-    check_array("x1", x1)
-    if x2 is not None:
-        check_array("x2", x2)
-        if tuple(x1.shape[1:]) != tuple(x2.shape[1:]):
-            raise ValueError(
-                f"`x1` and `x2` must have the same per-example shape; got x1 {tuple(x1.shape)} "
-                f"and x2 {tuple(x2.shape)} (batch axis first).")
-    check_finite("x1", x1)
-    check_finite("x2", x2)
+def _check_memory_budget(memory_budget: float | None) -> float | None:
+    return check_float("memory_budget", memory_budget, minimum=0, strict_min=True,
+                       allow_none=True, hint="bytes, e.g. 2**30 for 1 GiB")
 
 
 class _Layout(NamedTuple):
@@ -124,7 +103,8 @@ class _Layout(NamedTuple):
 
 
 def _layout(apply_fn: ApplyFn, params: PyTree, x1: jax.Array, trace_axes: tuple[int, ...]) -> _Layout:
-    out = jax.eval_shape(apply_fn, params, jax.ShapeDtypeStruct((1, *x1.shape[1:]), x1.dtype))
+    out = check_model_input(apply_fn, params, jax.ShapeDtypeStruct((1, *x1.shape[1:]), x1.dtype),
+                            x_name="x1")
     if not isinstance(out, jax.ShapeDtypeStruct):
         raise TypeError(
             "`apply_fn(params, x)` must return a single array with the batch axis first; got "
@@ -134,17 +114,15 @@ def _layout(apply_fn: ApplyFn, params: PyTree, x1: jax.Array, trace_axes: tuple[
             f"`apply_fn(params, x)` must keep the batch axis first: a batch of 1 gave output "
             f"shape {tuple(out.shape)}.")
     ndim = len(out.shape)
-    traced = []
-    for a in trace_axes:
-        if not -ndim <= a < ndim:
-            raise ValueError(
-                f"`trace_axes` {trace_axes} is out of range for outputs of shape "
-                f"(n, {', '.join(map(str, out.shape[1:]))}).")
-        a = a % ndim
-        if a == 0:
-            raise ValueError(f"`trace_axes` {trace_axes} includes the batch axis 0; trace output axes only.")
-        traced.append(a - 1)
-    return _Layout(tuple(out.shape[1:]), tuple(sorted(set(traced))))
+    outputs = f"(n, {', '.join(map(str, out.shape[1:]))})"
+    if any(not -ndim <= a < ndim for a in trace_axes):
+        fail("trace_axes", f"output axes of the outputs {outputs}, from 1 to {ndim - 1} or "
+                           f"{-ndim + 1} to -1", f"{tuple(trace_axes)} (out of range)")
+    traced = check_axes("trace_axes", trace_axes, ndim)
+    if 0 in traced:
+        fail("trace_axes", f"output axes of the outputs {outputs}, not the batch axis 0",
+             f"{tuple(trace_axes)}")
+    return _Layout(tuple(out.shape[1:]), tuple(sorted(a - 1 for a in traced)))
 
 
 # --------------------------------------------------------------------------- parameter groups
@@ -656,10 +634,11 @@ def ntk_cost(apply_fn: ApplyFn, params: PyTree, x1: jax.Array, x2: jax.Array | N
       >>> jaxdyn.ntk_cost(apply_fn, params, x).reason
       'jacobian: fewer flops (1.2e+08 vs 3.4e+09 for ntvp); both fit the 5.8 GiB budget'
     """
-    _check_batch_size(batch_size)
-    _check_inputs(x1, x2)
+    check_batch_size("batch_size", batch_size)
+    memory_budget = _check_memory_budget(memory_budget)
+    check_inputs(x1, x2)
     layout = _layout(apply_fn, params, x1, _check_trace_axes(trace_axes))
-    budget = _default_memory_budget() if memory_budget is None else float(memory_budget)
+    budget = _default_memory_budget() if memory_budget is None else memory_budget
     return _cost(apply_fn, params, x1, x2, layout, batch_size, budget)
 
 
@@ -696,7 +675,7 @@ def _kernel_dict_fn(apply_fn, trace_axes, method, batch_size, precision, groups,
     if not callable(apply_fn):
         raise TypeError(f"`apply_fn` must be callable `apply_fn(params, x)`; got {type(apply_fn).__name__}.")
     trace_axes = _check_trace_axes(trace_axes)
-    _check_method(method)
+    check_choice("method", method, METHODS)
     if method == "structured" and jaxdyn_structure.get(apply_fn) is None:
         raise ValueError(
             "`method='structured'` needs an `apply_fn` with a `linear_structure` attribute "
@@ -704,14 +683,15 @@ def _kernel_dict_fn(apply_fn, trace_axes, method, batch_size, precision, groups,
             "layers and per-example layers (no FanOut or parallel), or of a flax model made "
             "of Dense layers (jaxdyn.from_linen / from_nnx), passed as is (not wrapped). Use "
             "method='jacobian', 'ntvp' or 'auto' for other models.")
-    _check_batch_size(batch_size)
-    _check_precision(precision)
+    check_batch_size("batch_size", batch_size)
+    check_choice("precision", precision, _PRECISIONS)
+    memory_budget = _check_memory_budget(memory_budget)
     devices = _check_devices(devices)
     n_dev = 1 if devices is None else len(devices)
 
     def plan(x1, x2, params, allow_host, share=False):
         layout = _layout(apply_fn, params, x1, trace_axes)
-        budget = _default_memory_budget() if memory_budget is None else float(memory_budget)
+        budget = _default_memory_budget() if memory_budget is None else memory_budget
         if share and n_dev > 1:       # each device holds its share of rows
             x1 = jax.ShapeDtypeStruct((-(-x1.shape[0] // n_dev), *x1.shape[1:]), x1.dtype)
         cost = _cost(apply_fn, params, x1, x2, layout, batch_size, budget, method, allow_host)
@@ -780,7 +760,7 @@ def _kernel_dict_fn(apply_fn, trace_axes, method, batch_size, precision, groups,
     host_rows = {}    # input signature -> rows per host block, or None on device
 
     def kernels(x1, x2, params):
-        _check_inputs(x1, x2)
+        check_inputs(x1, x2)
         ctx = (contextlib.nullcontext() if precision is None
                # also governs matmuls inside apply_fn: TF32 on Ampere/Hopper would cost ~1e-3
                else jax.default_matmul_precision(precision))

@@ -9,7 +9,7 @@ and without any per-parameter Jacobian (`jaxdyn.ntk`).
 
 A model advertises this by carrying a `LinearStructure` as `apply_fn.linear_structure`.
 `jaxdyn.nets.serial` sets it on networks of Dense/Conv layers and activations;
-`jaxdyn.models.from_linen` / `from_nnx` set it on flax models whose parameters are all in
+`jaxdyn.adapters.from_linen` / `from_nnx` set it on flax models whose parameters are all in
 Dense/Linear layers. Anyone can set it on their own `apply_fn` (see `LinearStructure`).
 
 Example:

@@ -17,14 +17,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxdyn._checks import check_array, check_finite, is_concrete
+from jaxdyn._checks import (check_array, check_bool, check_choice, check_finite, check_float,
+                            check_int, check_model_input, describe, fail, is_concrete)
 from jaxdyn.linearize import linearize as _linearize
-from jaxdyn.ntk import ntk_fn
+from jaxdyn.ntk import METHODS as _NTK_METHODS, ntk_fn
 
 PyTree = Any
 ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
 
-__all__ = ["LOSSES", "Trajectory", "cross_entropy_loss", "kernel_change", "mse_loss", "trajectory"]
+__all__ = ["DIVERGENCE_FACTOR", "LOSSES", "Trajectory", "cross_entropy_loss", "kernel_change",
+           "mse_loss", "trajectory"]
 
 
 class Trajectory(NamedTuple):
@@ -68,10 +70,8 @@ LOSSES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
     "mse": mse_loss, "cross_entropy": cross_entropy_loss}
 
 
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"`{name}` must be an int >= {low}; got {value!r}.")
-    return int(value)
+# The divergence rule of `trajectory`: a recorded loss above this multiple of the initial one.
+DIVERGENCE_FACTOR = 1e3
 
 
 def _tree_distance(a: PyTree, b: PyTree) -> jax.Array:
@@ -89,13 +89,131 @@ def _minibatch(key: jax.Array, step: jax.Array, n: int, batch_size: int) -> jax.
     return jax.lax.dynamic_slice_in_dim(perm, pos * batch_size, batch_size)
 
 
+def _check_arguments(apply_fn, params0, x_train, y_train, optimizer, steps, record_every, x_test,
+                     y_test, loss, batch_size, key, linearize, keep_params, kernel_every,
+                     ntk_method) -> tuple[Callable, int, int, int | None, int | None]:
+    """All of `trajectory`'s checks, before any compilation.
+
+    Returns:
+      `(loss_fn, steps, record_every, kernel_every, batch_size)`, the counts as Python ints.
+    """
+    if not callable(apply_fn):
+        fail("trajectory(apply_fn)", "callable `apply_fn(params, x)`", type(apply_fn).__name__,
+             TypeError)
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        fail("optimizer", "an optax GradientTransformation", describe(optimizer), TypeError)
+    steps = check_int("steps", steps, minimum=1)
+    record_every = check_int("record_every", record_every, minimum=1)
+    if steps % record_every:
+        fail("steps", f"a multiple of `record_every` ({record_every})", str(steps))
+    if kernel_every is not None:
+        kernel_every = check_int("kernel_every", kernel_every, minimum=1, allow_none=True)
+        if kernel_every % record_every or steps % kernel_every:
+            fail("kernel_every", f"a multiple of `record_every` ({record_every}) that divides "
+                                 f"`steps` ({steps})", str(kernel_every))
+    check_bool("linearize", linearize)
+    check_bool("keep_params", keep_params)
+    check_choice("ntk_method", ntk_method, _NTK_METHODS)
+    check_array("x_train", x_train, min_ndim=1)
+    n = x_train.shape[0]
+    check_array("y_train", y_train, min_ndim=2)
+    if y_train.ndim != 2 or y_train.shape[0] != n:
+        fail("trajectory(y_train)", f"an (n, k) array with n = x_train.shape[0] = {n}",
+             f"shape {tuple(y_train.shape)}")
+    if y_test is not None and x_test is None:
+        fail("y_test", "given with `x_test`", "y_test without x_test")
+    if x_test is not None:
+        check_array("x_test", x_test, min_ndim=1)
+        if tuple(x_test.shape[1:]) != tuple(x_train.shape[1:]):
+            fail("x_test", f"an array of examples shaped like x_train's, "
+                           f"(m, {', '.join(map(str, x_train.shape[1:]))})",
+                 f"shape {tuple(x_test.shape)}")
+        if y_test is not None:
+            check_array("y_test", y_test)
+            if tuple(y_test.shape) != (x_test.shape[0], y_train.shape[1]):
+                fail("trajectory(y_test)", f"an (m, k) array of shape "
+                                           f"{(x_test.shape[0], y_train.shape[1])}",
+                     f"shape {tuple(y_test.shape)}")
+    if isinstance(loss, str):
+        check_choice("loss", loss, tuple(LOSSES))
+        loss_fn = LOSSES[loss]
+    elif callable(loss):
+        loss_fn = loss
+    else:
+        fail("loss", f"one of {', '.join(map(repr, LOSSES))} or a callable loss(f, y)",
+             describe(loss), TypeError)
+    if batch_size is not None:
+        batch_size = check_int("batch_size", batch_size, minimum=1, allow_none=True)
+        if batch_size > n:
+            fail("batch_size", f"<= the number of training points ({n})", str(batch_size))
+        if key is None:
+            fail("key", "a jax.random key when `batch_size` is set (minibatch SGD), so the "
+                        "sampling is reproducible", "None")
+    # The model must accept x_train and params0 (shapes only: no compilation) and give one
+    # (n, k) output whose width matches the targets'.
+    out = check_model_input(apply_fn, params0, x_train, x_name="x_train", params_name="params0")
+    if not isinstance(out, jax.ShapeDtypeStruct) or out.ndim != 2 or out.shape[0] != n:
+        fail("trajectory(apply_fn)", f"a model whose outputs are one (n, k) array, n = {n}",
+             f"outputs {jax.tree_util.tree_map(lambda a: tuple(a.shape), out)}", TypeError
+             if not isinstance(out, jax.ShapeDtypeStruct) else ValueError)
+    if y_train.shape[1] != out.shape[1]:
+        fail("trajectory(y_train)", f"an array with {out.shape[1]} columns (the model's outputs)",
+             f"shape {tuple(y_train.shape)}")
+    for name, value in [("x_train", x_train), ("y_train", y_train), ("x_test", x_test),
+                        ("y_test", y_test), ("params0", params0)]:
+        check_finite(name, value)
+    return loss_fn, steps, record_every, kernel_every, batch_size
+
+
+def _warn_above_critical(learning_rate, critical_learning_rate) -> None:
+    """Warns once, before training, when a known learning rate is above the critical one."""
+    learning_rate = check_float("learning_rate", learning_rate, minimum=0, strict_min=True,
+                                allow_none=True)
+    critical = check_float("critical_learning_rate", critical_learning_rate, minimum=0,
+                           strict_min=True, allow_none=True)
+    if (learning_rate is None) != (critical is None):
+        fail("learning_rate and critical_learning_rate", "given together (the warning compares "
+             "them)", "only " + ("learning_rate" if critical is None else "critical_learning_rate"))
+    if learning_rate is not None and is_concrete(learning_rate, critical) \
+            and learning_rate > critical:
+        warnings.warn(
+            f"`learning_rate` {learning_rate:.4g} is {learning_rate / critical:.3g}x the critical "
+            f"rate {critical:.4g}: gradient descent diverges from step 0 on (the loss grows "
+            "geometrically along the top kernel eigenvector).", RuntimeWarning, stacklevel=3)
+
+
+def _divergence(steps: np.ndarray, loss: np.ndarray) -> str | None:
+    """The divergence warning for a recorded loss `(T,)` at `steps (T,)`, or None.
+
+    A run diverged at the first recorded step where the loss is NaN/Inf, or else where it
+    exceeds `DIVERGENCE_FACTOR` times the initial loss (only for a positive finite start).
+    """
+    bad = np.flatnonzero(~np.isfinite(loss))
+    hint = ("(for gradient descent, check the learning rate against "
+            "dynamics.mse(...).critical_learning_rate).")
+    if bad.size:
+        return (f"training diverged: the loss is NaN/Inf from recorded step "
+                f"{int(steps[bad[0]])} on {hint}")
+    start = float(loss[0]) if loss.size else 0.0
+    if start > 0:
+        grown = np.flatnonzero(loss > DIVERGENCE_FACTOR * start)
+        if grown.size:
+            i = int(grown[0])
+            return (f"training diverged: the loss grew from {start:.3g} to {float(loss[i]):.3g} "
+                    f"(over {DIVERGENCE_FACTOR:.0e} times the initial loss) by recorded step "
+                    f"{int(steps[i])} {hint}")
+    return None
+
+
 def trajectory(apply_fn: ApplyFn, params0: PyTree, x_train: jax.Array, y_train: jax.Array, *,
                optimizer: optax.GradientTransformation, steps: int, record_every: int = 1,
                x_test: jax.Array | None = None, y_test: jax.Array | None = None,
                loss: str | Callable[[jax.Array, jax.Array], jax.Array] = "mse",
                batch_size: int | None = None, key: jax.Array | None = None,
                linearize: bool = False, keep_params: bool = False,
-               kernel_every: int | None = None, ntk_method: str = "auto") -> Trajectory:
+               kernel_every: int | None = None, ntk_method: str = "auto",
+               learning_rate: float | None = None,
+               critical_learning_rate: float | None = None) -> Trajectory:
     """Trains `apply_fn` from `params0` with `optimizer` and records the run.
 
     Args:
@@ -117,67 +235,36 @@ def trajectory(apply_fn: ApplyFn, params0: PyTree, x_train: jax.Array, y_train: 
       keep_params: also return parameter snapshots at the recorded steps.
       kernel_every: record the empirical NTK on `x_train` every this many steps (a multiple
         of `record_every`); `ntk_method` is passed to `jaxdyn.ntk_fn`.
+      learning_rate, critical_learning_rate: optional, for the divergence warning only (an
+        optax optimizer does not expose its rate): pass the rate `optimizer` uses and the
+        critical one, e.g. `dynamics.mse(k, y_train).critical_learning_rate` for gradient
+        descent on the MSE loss, and a rate above the critical one warns before training.
 
     Returns:
       A `Trajectory`. The whole loop runs as one compiled `lax.scan`; wrap the call in
-      `jax.vmap` over keys / initial parameters to train seeds in parallel. A run whose
-      loss becomes NaN/Inf (e.g. a learning rate above the critical one) warns with the
-      first bad step.
+      `jax.vmap` over keys / initial parameters to train seeds in parallel.
+
+    Warns:
+      RuntimeWarning, at most once per run, naming the first recorded step where the run
+      diverged: where the loss is NaN/Inf, or else where it exceeds `DIVERGENCE_FACTOR`
+      (1e3) times its initial value (a rate above the critical one grows the loss
+      geometrically, long before it overflows). Also once, before training, when
+      `learning_rate > critical_learning_rate`. Only outside jit/vmap (values concrete).
+
+    Raises:
+      TypeError, ValueError: bad arguments, named; `x_train` (or `params0`) that the model
+      refuses; `y_train` whose width differs from the model's outputs; empty inputs.
 
     Example:
       >>> traj = trajectory(apply_fn, params0, x, y, optimizer=optax.sgd(0.5), steps=1000,
       ...                   record_every=10, linearize=True)
       >>> traj.f_train.shape   # (101, n, k)
     """
-    if not callable(apply_fn):
-        raise TypeError(f"`apply_fn` must be callable `apply_fn(params, x)`; got {type(apply_fn).__name__}.")
-    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-        raise TypeError(f"`optimizer` must be an optax GradientTransformation; got {type(optimizer).__name__}.")
-    steps = _check_int("steps", steps, 1)
-    record_every = _check_int("record_every", record_every, 1)
-    if steps % record_every:
-        raise ValueError(f"`steps` ({steps}) must be a multiple of `record_every` ({record_every}).")
-    if kernel_every is not None:
-        kernel_every = _check_int("kernel_every", kernel_every, 1)
-        if kernel_every % record_every or steps % kernel_every:
-            raise ValueError(
-                f"`kernel_every` ({kernel_every}) must be a multiple of `record_every` "
-                f"({record_every}) and divide `steps` ({steps}).")
-    check_array("x_train", x_train)
-    check_array("y_train", y_train, min_ndim=2)
-    if y_train.ndim != 2 or y_train.shape[0] != x_train.shape[0]:
-        raise ValueError(
-            f"`y_train` must be (n, k) with n = x_train.shape[0] = {x_train.shape[0]}; got "
-            f"{tuple(y_train.shape)}.")
-    if y_test is not None and x_test is None:
-        raise ValueError("`y_test` was given without `x_test`.")
-    if x_test is not None:
-        check_array("x_test", x_test)
-        if tuple(x_test.shape[1:]) != tuple(x_train.shape[1:]):
-            raise ValueError(f"`x_test` examples must have shape {tuple(x_train.shape[1:])} like "
-                             f"x_train's; got x_test {tuple(x_test.shape)}.")
-        if y_test is not None and tuple(y_test.shape) != (x_test.shape[0], y_train.shape[1]):
-            raise ValueError(f"`y_test` must be (m, k) = {(x_test.shape[0], y_train.shape[1])}; "
-                             f"got {tuple(y_test.shape)}.")
-    if isinstance(loss, str):
-        if loss not in LOSSES:
-            raise ValueError(f"`loss` must be one of {tuple(LOSSES)} or a callable; got {loss!r}.")
-        loss_fn = LOSSES[loss]
-    elif callable(loss):
-        loss_fn = loss
-    else:
-        raise TypeError(f"`loss` must be a name or a callable loss(f, y); got {type(loss).__name__}.")
+    loss_fn, steps, record_every, kernel_every, batch_size = _check_arguments(
+        apply_fn, params0, x_train, y_train, optimizer, steps, record_every, x_test, y_test,
+        loss, batch_size, key, linearize, keep_params, kernel_every, ntk_method)
     n = x_train.shape[0]
-    if batch_size is not None:
-        batch_size = _check_int("batch_size", batch_size, 1)
-        if batch_size > n:
-            raise ValueError(f"`batch_size` ({batch_size}) must be <= the number of training points ({n}).")
-        if key is None:
-            raise ValueError("`key` is required for minibatch SGD (`batch_size` set): pass a "
-                             "jax.random key so the sampling is reproducible.")
-    for name, value in [("x_train", x_train), ("y_train", y_train), ("x_test", x_test),
-                        ("y_test", y_test), ("params0", params0)]:
-        check_finite(name, value)
+    _warn_above_critical(learning_rate, critical_learning_rate)
 
     model = _linearize(apply_fn, params0) if linearize else apply_fn
     kernel = ntk_fn(model, method=ntk_method) if kernel_every is not None else None
@@ -234,12 +321,9 @@ def trajectory(apply_fn: ApplyFn, params0: PyTree, x_train: jax.Array, y_train: 
         param_distance=recs["param_distance"], params=recs.get("params"),
         ntk_steps=ntk_steps, ntk=ntk)
     if is_concrete(traj.loss):
-        bad = np.flatnonzero(~np.isfinite(np.asarray(traj.loss)))
-        if bad.size:
-            warnings.warn(
-                f"training diverged: the loss is NaN/Inf from recorded step {int(traj.steps[bad[0]])} "
-                "on (for gradient descent, check the learning rate against "
-                "dynamics.mse(...).critical_learning_rate).", RuntimeWarning, stacklevel=2)
+        message = _divergence(np.asarray(traj.steps), np.asarray(traj.loss))
+        if message:
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
     return traj
 
 

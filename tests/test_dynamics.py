@@ -15,6 +15,7 @@ import pytest
 from scipy.integrate import solve_ivp
 
 from jaxdyn import dynamics
+from jaxdyn.dynamics import _linalg
 
 # ------------------------------------------------------------------------------------------------
 # Helpers (numpy only, so they are independent of the module under test).
@@ -582,13 +583,13 @@ def test_critical_learning_rate_momentum():
 @pytest.fixture
 def count_eigh(monkeypatch):
     calls = []
-    original = dynamics._eigh
+    original = _linalg.eigh
 
     def counting(matrix):
         calls.append(matrix.shape)
         return original(matrix)
 
-    monkeypatch.setattr(dynamics, "_eigh", counting)
+    monkeypatch.setattr(_linalg, "eigh", counting)
     return calls
 
 

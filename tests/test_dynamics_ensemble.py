@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from jaxdyn import dynamics
+from jaxdyn.dynamics import _linalg
 
 W_STD, B_STD = 1.5, 0.05
 LR, REG = 0.7, 1e-4  # as in the refs' ensemble
@@ -291,7 +292,7 @@ def test_tuple_get(data):
 
 def test_kernels_and_eigendecompositions_are_computed_once(data, monkeypatch):
     calls, eighs = [], []
-    original = dynamics._eigh
+    original = _linalg.eigh
 
     def counting_kernel_fn(x1, x2, get):
         calls.append((x1.shape[0], None if x2 is None else x2.shape[0], get))
@@ -301,7 +302,7 @@ def test_kernels_and_eigendecompositions_are_computed_once(data, monkeypatch):
         eighs.append(matrix.shape)
         return original(matrix)
 
-    monkeypatch.setattr(dynamics, "_eigh", counting_eigh)
+    monkeypatch.setattr(_linalg, "eigh", counting_eigh)
     pred = dynamics.mse_ensemble(counting_kernel_fn, data["x1"], data["y"], learning_rate=LR)
     assert calls == [(8, None, ("nngp", "ntk"))] and eighs == []
     for t in (0.5, data["ts"], 7.0):

@@ -16,6 +16,7 @@ import pytest
 import scipy.linalg
 
 from jaxdyn import dynamics
+from jaxdyn.dynamics import _linalg
 
 EPS32 = float(np.finfo(np.float32).eps)  # 1.19e-7
 
@@ -119,8 +120,8 @@ def check_float64_beats_float32(p, err64, err32):
 def test_float64_solve_on_host_with_x64_off(monkeypatch):
     p = ill_conditioned()
     calls = []
-    original = dynamics._eigh_host
-    monkeypatch.setattr(dynamics, "_eigh_host", lambda a: calls.append(a.dtype) or original(a))
+    original = _linalg.eigh_local_x64
+    monkeypatch.setattr(_linalg, "eigh_local_x64", lambda a: calls.append(a.dtype) or original(a))
     with jax.enable_x64(False):
         times = times_for(p)
         with warnings.catch_warnings():
@@ -150,8 +151,8 @@ def test_float64_solve_on_host_with_x64_off(monkeypatch):
 def test_float64_solve_in_jax_with_x64_on(monkeypatch):
     p = ill_conditioned(seed=1)
     calls = []
-    original = dynamics._eigh
-    monkeypatch.setattr(dynamics, "_eigh", lambda a: calls.append(a.dtype) or original(a))
+    original = _linalg.eigh
+    monkeypatch.setattr(_linalg, "eigh", lambda a: calls.append(a.dtype) or original(a))
     times = times_for(p)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -365,12 +366,12 @@ def test_t_none_uses_one_cholesky_and_no_eigh(monkeypatch):
         return wrapped
 
     for name, attr in (
-        ("chol", "_cholesky_factor"),
-        ("eigh", "_eigh"),
-        ("chol_host", "_cholesky_host"),
-        ("eigh_host", "_eigh_host"),
+        ("chol", "cholesky_factor"),
+        ("eigh", "eigh"),
+        ("chol_host", "cholesky_factor_local_x64"),
+        ("eigh_host", "eigh_local_x64"),
     ):
-        monkeypatch.setattr(dynamics, attr, counting(name, getattr(dynamics, attr)))
+        monkeypatch.setattr(_linalg, attr, counting(name, getattr(_linalg, attr)))
     ref_test = f0t - k_test @ np.linalg.solve(kernel, f0 - y)  # LU, not Cholesky
     pred = dynamics.mse(kernel, y, learning_rate=0.3)
     for _ in range(3):

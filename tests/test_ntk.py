@@ -6,7 +6,8 @@ import pytest
 
 import jaxdyn
 from jaxdyn import nets
-from reference_models import explicit_ntk, init_mlp, mlp_apply, nt_mlp_apply, nt_mlp_params
+from helpers import (StackedNTK, explicit_ntk, init_mlp, kernel_cases, mlp_apply, nt_mlp_apply,
+                     nt_mlp_params)
 
 METHODS = ["jacobian", "ntvp", "auto"]
 
@@ -19,18 +20,42 @@ def mlp():
     return params, x1, x2
 
 
+@pytest.fixture(scope="module")
+def mlp_explicit(mlp):
+    """explicit_ntk of the mlp fixture: {(trace, x2 given): kernel}, computed once."""
+    params, x1, x2 = mlp
+    return {(trace, with_x2): explicit_ntk(mlp_apply, params, x1, x2 if with_x2 else x1,
+                                           trace=trace)
+            for trace in (True, False) for with_x2 in (True, False)}
+
+
+def check_explicit(mlp, mlp_explicit, method, batch_size, trace, x2_cases):
+    params, x1, x2 = mlp
+    trace_axes = (-1,) if trace else ()
+    for with_x2 in x2_cases:
+        k = jaxdyn.empirical_ntk(mlp_apply, params, x1, x2 if with_x2 else None,
+                                 trace_axes=trace_axes, method=method, batch_size=batch_size)
+        ref = mlp_explicit[trace, with_x2]
+        assert k.shape == ref.shape
+        np.testing.assert_allclose(k, ref, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("batch_size", [None, 3])
 @pytest.mark.parametrize("trace", [True, False])
-def test_matches_explicit_jacobian_product(mlp, method, batch_size, trace):
-    params, x1, x2 = mlp
-    trace_axes = (-1,) if trace else ()
-    for a, b in [(x1, x2), (x1, None)]:
-        k = jaxdyn.empirical_ntk(mlp_apply, params, a, b, trace_axes=trace_axes,
-                                 method=method, batch_size=batch_size)
-        ref = explicit_ntk(mlp_apply, params, a, a if b is None else b, trace=trace)
-        assert k.shape == ref.shape
-        np.testing.assert_allclose(k, ref, rtol=1e-12, atol=1e-12)
+def test_matches_explicit_jacobian_product(mlp, mlp_explicit, method, batch_size, trace):
+    """x2 given or None (x2 = x1), alternating by the parity of the other three axes, so
+    each value of each axis meets both (the slow twin runs both everywhere)."""
+    with_x2 = (METHODS.index(method) + (batch_size is None) + trace) % 2 == 0
+    check_explicit(mlp, mlp_explicit, method, batch_size, trace, [with_x2])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("batch_size", [None, 3])
+@pytest.mark.parametrize("trace", [True, False])
+def test_matches_explicit_jacobian_product_both_x2(mlp, mlp_explicit, method, batch_size, trace):
+    check_explicit(mlp, mlp_explicit, method, batch_size, trace, [True, False])
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -185,7 +210,7 @@ def test_bad_inputs(mlp):
     params, x1, x2 = mlp
     with pytest.raises(ValueError, match="same per-example shape"):
         jaxdyn.empirical_ntk(mlp_apply, params, x1, x2[:, :3])
-    with pytest.raises(ValueError, match=r"`x1` contains 1 NaN"):
+    with pytest.raises(ValueError, match=r"`x1` must be finite; got 1 NaN"):
         jaxdyn.empirical_ntk(mlp_apply, params, x1.at[2, 1].set(jnp.nan), x2)
     with pytest.raises(TypeError, match="x2"):
         jaxdyn.empirical_ntk(mlp_apply, params, x1, [[1.0, 2.0]])
@@ -216,22 +241,39 @@ def nets_mlp(depth, k, act, parameterization):
     return apply_fn, params
 
 
+def check_structured(mlp, depth, k, act, parameterization, cases):
+    """method="structured" against the Jacobian method, for each (trace_axes, x2, batch_size)."""
+    apply_fn, params = nets_mlp(depth, k, act, parameterization)
+    _, x1, x2 = mlp
+    ref = StackedNTK(apply_fn, params, x1, x2)     # one Jacobian compilation for every case
+    for trace_axes, with_x2, batch_size in cases:
+        k_s = jaxdyn.empirical_ntk(apply_fn, params, x1, x2 if with_x2 else None,
+                                   trace_axes=trace_axes, method="structured", batch_size=batch_size)
+        want = ref(trace_axes, with_x2)
+        assert k_s.shape == want.shape
+        np.testing.assert_allclose(k_s, want, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("depth", [1, 3])
 @pytest.mark.parametrize("k", [1, 3])
 @pytest.mark.parametrize("act", [nets.Relu, nets.Erf])
 @pytest.mark.parametrize("parameterization", ["ntk", "standard"])
 def test_structured_equals_jacobian(mlp, depth, k, act, parameterization):
-    apply_fn, params = nets_mlp(depth, k, act, parameterization)
-    _, x1, x2 = mlp
-    for trace_axes in [(-1,), ()]:
-        for b in [x2, None]:
-            ref = jaxdyn.empirical_ntk(apply_fn, params, x1, b, trace_axes=trace_axes,
-                                       method="jacobian")
-            for batch_size in [None, 3]:
-                k_s = jaxdyn.empirical_ntk(apply_fn, params, x1, b, trace_axes=trace_axes,
-                                           method="structured", batch_size=batch_size)
-                assert k_s.shape == ref.shape
-                np.testing.assert_allclose(k_s, ref, rtol=1e-12, atol=1e-12)
+    """Every network, with half of the (trace_axes, x2, batch_size) product: an orthogonal
+    array of 4 cases, the two halves alternating over the networks so that each case runs
+    with every value of depth, k, act and parameterization (the slow twin runs all 8)."""
+    # parity of the non-first values: each value of each network axis meets both halves
+    half = ((depth == 3) + (k == 3) + (act is nets.Erf) + (parameterization == "standard")) % 2
+    check_structured(mlp, depth, k, act, parameterization, kernel_cases(3, half=half))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("depth", [1, 3])
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("act", [nets.Relu, nets.Erf])
+@pytest.mark.parametrize("parameterization", ["ntk", "standard"])
+def test_structured_equals_jacobian_full_product(mlp, depth, k, act, parameterization):
+    check_structured(mlp, depth, k, act, parameterization, kernel_cases(3))
 
 
 @pytest.mark.parametrize("groups", [None, 2, lambda path: path[-1]])

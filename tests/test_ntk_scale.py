@@ -8,6 +8,7 @@ import pytest
 import jaxdyn
 from jaxdyn import nets
 from jaxdyn.structure import LinearLayer
+from helpers import StackedNTK, kernel_cases
 
 
 def conv_net(padding, strides, b_std, parameterization, pool):
@@ -22,29 +23,45 @@ def conv_net(padding, strides, b_std, parameterization, pool):
     return apply_fn, params
 
 
-@pytest.mark.parametrize("padding, strides, b_std, parameterization, pool", [
+CONV_CASES = [
     ("VALID", (1, 1), 0.1, "ntk", False),
     ("SAME", (2, 1), None, "ntk", True),
     ("VALID", (1, 2), 0.0, "standard", False),
-])
-def test_structured_conv_equals_jacobian(padding, strides, b_std, parameterization, pool):
+]
+
+
+def check_structured_conv(padding, strides, b_std, parameterization, pool, cases):
+    """The structured kernel for each (trace_axes, with x2, batch_size) case, and the
+    per-layer parts, against the per-example Jacobian contraction."""
     apply_fn, params = conv_net(padding, strides, b_std, parameterization, pool)
     x1 = jax.random.normal(jax.random.PRNGKey(1), (5, 6, 5, 2))
     x2 = jax.random.normal(jax.random.PRNGKey(2), (4, 6, 5, 2))
     assert jaxdyn.ntk_cost(apply_fn, params, x1, x2).method == "structured"
-    for trace_axes in [(-1,), ()]:
-        for b in [x2, None]:
-            ref = jaxdyn.empirical_ntk(apply_fn, params, x1, b, trace_axes=trace_axes,
-                                       method="jacobian")
-            for batch_size in [None, 2]:
-                k = jaxdyn.empirical_ntk(apply_fn, params, x1, b, trace_axes=trace_axes,
-                                         method="structured", batch_size=batch_size)
-                np.testing.assert_allclose(k, ref, rtol=1e-12, atol=1e-12)
+    ref = StackedNTK(apply_fn, params, x1, x2, by_group=True)   # one compilation for all cases
+    for trace_axes, with_x2, batch_size in cases:
+        k = jaxdyn.empirical_ntk(apply_fn, params, x1, x2 if with_x2 else None,
+                                 trace_axes=trace_axes, method="structured", batch_size=batch_size)
+        np.testing.assert_allclose(k, ref(trace_axes, with_x2), rtol=1e-12, atol=1e-12)
     parts = jaxdyn.ntk_by_group(apply_fn, params, x1, x2, method="structured")
-    ref = jaxdyn.ntk_by_group(apply_fn, params, x1, x2, method="jacobian")
-    assert list(parts) == list(ref)
-    for name in ref:
-        np.testing.assert_allclose(parts[name], ref[name], rtol=1e-12, atol=1e-12)
+    ref_parts = ref.parts((-1,))
+    assert list(parts) == list(ref_parts)
+    for name in ref_parts:
+        np.testing.assert_allclose(parts[name], ref_parts[name], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("padding, strides, b_std, parameterization, pool", CONV_CASES)
+def test_structured_conv_equals_jacobian(padding, strides, b_std, parameterization, pool):
+    """Half of the (trace_axes, x2, batch_size) product per network, the halves alternating
+    (the slow twin below runs the whole product for every network)."""
+    case = (padding, strides, b_std, parameterization, pool)
+    check_structured_conv(*case, kernel_cases(2, half=CONV_CASES.index(case) % 2))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("padding, strides, b_std, parameterization, pool", CONV_CASES)
+def test_structured_conv_equals_jacobian_full_product(padding, strides, b_std, parameterization,
+                                                      pool):
+    check_structured_conv(padding, strides, b_std, parameterization, pool, kernel_cases(2))
 
 
 def mlp(n=37):
@@ -56,11 +73,19 @@ def mlp(n=37):
     return apply_fn, params, x
 
 
-@pytest.mark.parametrize("method", ["structured", "jacobian", "ntvp"])
-def test_budget_chooses_blocks_and_host_assembly(method):
+@pytest.fixture(scope="module")
+def mlp_ref():
+    """The MLP, x (37 rows), x2 (29 rows) and their per-layer Jacobian kernels (one
+    compilation shared by the budget and symmetric-Gram tests)."""
     apply_fn, params, x = mlp()
     x2 = x[:29] + 0.5
-    ref = jaxdyn.empirical_ntk(apply_fn, params, x, x2, method="jacobian", trace_axes=())
+    return apply_fn, params, x, x2, StackedNTK(apply_fn, params, x, x2, by_group=True)
+
+
+@pytest.mark.parametrize("method", ["structured", "jacobian", "ntvp"])
+def test_budget_chooses_blocks_and_host_assembly(mlp_ref, method):
+    apply_fn, params, x, x2, stacked = mlp_ref
+    ref = stacked((), with_x2=True)
     # Budgets that force ever smaller blocks, then a result bigger than the budget.
     full = jaxdyn.ntk_cost(apply_fn, params, x, x2, trace_axes=()).memory_bytes[method]
     result_bytes = 37 * 29 * 9 * 8
@@ -73,9 +98,8 @@ def test_budget_chooses_blocks_and_host_assembly(method):
         np.testing.assert_allclose(k, ref, rtol=1e-12, atol=1e-12)
     k = jaxdyn.ntk_fn(apply_fn, method=method, memory_budget=result_bytes / 9)(x, None, params)
     assert isinstance(k, np.ndarray) and k.shape == (37, 37)
-    np.testing.assert_allclose(k, np.trace(jaxdyn.empirical_ntk(apply_fn, params, x, trace_axes=(),
-                                                                method="jacobian"),
-                                           axis1=2, axis2=3) / 3, rtol=1e-12, atol=1e-12)
+    # the traced reference: the mean over the diagonal output pairs of the full Jacobian kernel
+    np.testing.assert_allclose(k, stacked((-1,), with_x2=False), rtol=1e-12, atol=1e-12)
 
 
 def test_host_assembly_reports_nan():
@@ -145,16 +169,17 @@ def test_bad_devices(devices, exc):
 
 
 @pytest.mark.parametrize("n, batch_size", [(13, None), (16, 4), (9, 2)])
-def test_symmetric_gram_from_upper_blocks(monkeypatch, n, batch_size):
+def test_symmetric_gram_from_upper_blocks(monkeypatch, mlp_ref, n, batch_size):
     """For x2 = x1 and large n, only blocks i <= j are computed; forced here on small n."""
     monkeypatch.setattr(jaxdyn.ntk, "_SYMMETRIC_MIN_N", 1)
-    apply_fn, params, x = mlp(n)
+    apply_fn, params, x_all, _, stacked = mlp_ref
+    x = x_all[:n]
     for trace_axes in [(-1,), ()]:
-        ref = jaxdyn.empirical_ntk(apply_fn, params, x, method="jacobian", trace_axes=trace_axes)
+        ref_parts = stacked.parts(trace_axes, with_x2=False, rows=n)   # Jacobian method, per layer
         parts = jaxdyn.ntk_by_group_fn(apply_fn, method="structured", trace_axes=trace_axes,
                                        batch_size=batch_size)(x, None, params)
-        np.testing.assert_allclose(sum(parts.values()), ref, rtol=1e-12, atol=1e-12)
-        ref_parts = jaxdyn.ntk_by_group(apply_fn, params, x, method="jacobian",
-                                        trace_axes=trace_axes)
+        np.testing.assert_allclose(sum(parts.values()), sum(ref_parts.values()), rtol=1e-12,
+                                   atol=1e-12)
+        assert list(parts) == list(ref_parts)
         for name in ref_parts:
             np.testing.assert_allclose(parts[name], ref_parts[name], rtol=1e-12, atol=1e-12)

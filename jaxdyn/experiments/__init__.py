@@ -1,8 +1,11 @@
 """Runnable experiments, each built only on jaxdyn's public API. `EXPERIMENTS` maps the name
-used by `jaxdyn run NAME` to its module (which defines NAME, SUMMARY, Config, options(),
-config_from_args(args), run(config, out_dir, progress=...) and summary_lines(results))."""
-from jaxdyn.experiments import linear_vs_real
+used by `jaxdyn run NAME` to its module; the protocol a module follows (NAME, SUMMARY, a
+`Settings` dataclass, PRESETS, `run(settings, out, progress)`, `summary_lines`) is described
+in `jaxdyn.experiments._runner`, which also builds the command-line flags from the settings."""
+from jaxdyn.experiments import _runner, linear_vs_real
 
-EXPERIMENTS = {linear_vs_real.NAME: linear_vs_real}
+EXPERIMENTS: dict = {}
+for _module in (linear_vs_real,):
+    _runner.register(EXPERIMENTS, _module)
 
 __all__ = ["EXPERIMENTS"]

@@ -7,20 +7,20 @@ with the same optimizer and the closed-form dynamics of `jaxdyn.dynamics.mse` on
 empirical NTK. Records, per width and seed: the RMSE between network and linearization on test
 inputs over time (its final value is the plateau error), the relative NTK change
 `||Theta_T - Theta_0||_F / ||Theta_0||_F`, the relative weight change
-`||theta_T - theta_0|| / ||theta_0||`, losses and test accuracies; then fits log-log slopes
-against width. Built only on jaxdyn's public API. Each finished (width, seed) point is written
-atomically, so an interrupted run resumes where it stopped.
+`||theta_T - theta_0|| / ||theta_0||`, losses and test accuracies, and how closely the
+linearized network follows the closed form; then fits log-log slopes against width. Built only
+on jaxdyn's public API. Each finished (width, seed) point is written atomically, so an
+interrupted run resumes where it stopped.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import os
 import pathlib
-import platform
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -28,125 +28,151 @@ import numpy as np
 import optax
 
 import jaxdyn
+from jaxdyn import nets, results, sweep
+from jaxdyn.experiments._runner import ExperimentSettings, fail, option, settings_dict, validate
 
 NAME = "linear-vs-real"
 SUMMARY = "wide networks vs their linearization and the closed-form NTK dynamics (Lee et al. 2019)"
 
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "relu": jax.nn.relu, "erf": jax.scipy.special.erf, "tanh": jnp.tanh}
+ACTIVATIONS: dict[str, Callable[[], nets.Layer]] = {
+    "relu": nets.Relu, "erf": nets.Erf, "tanh": nets.Tanh}
 OPTIMIZERS = ("sgd", "momentum", "adam")
 # Classification datasets with a binary +-1 subset (`classes`); the file-based ones need their
 # files (see `jaxdyn.data`) under --data-dir, $JAXDYN_DATA or the Debian dataset folder.
 DATASETS = ("digits", "mnist1d", "fashion_mnist", "mnist", "cifar10")
 FILE_DATASETS = ("fashion_mnist", "mnist", "cifar10")
+# Seed-mean metrics whose log-log slope against width is fitted, and those tabulated per width.
+SLOPE_METRICS = ("plateau_rmse", "kernel_change", "weight_change")
+PER_WIDTH_METRICS = (*SLOPE_METRICS, "final_loss_net", "test_accuracy_net", "test_accuracy_lin",
+                     "critical_learning_rate")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Settings(ExperimentSettings):
     """Settings of one run; every field is a command-line option (`--n-train`, ...)."""
-    dataset: str = "digits"
-    data_dir: str | None = None
-    classes: tuple[int, int] = (3, 8)
-    n_train: int = 128
-    n_test: int = 64
-    widths: tuple[int, ...] = (128, 256, 512, 1024, 2048)
-    seeds: int = 2
-    depth: int = 1
-    activation: str = "relu"
-    w_std: float = 1.0
-    b_std: float = 0.1
-    optimizer: str = "sgd"
-    learning_rate: float = 1.0
-    momentum: float = 0.9
-    steps: int = 500
-    record_every: int = 10
-    dtype: str = "float64"
+    dataset: str = option("digits", "dataset (digits: scikit-learn's handwritten digits; "
+                          "fashion_mnist, mnist and cifar10 read their files)", choices=DATASETS)
+    data_dir: str | None = option(None, "folder with the dataset files (none: $JAXDYN_DATA, then "
+                                  "/usr/share/datasets/fashion-mnist)")
+    classes: tuple[int, int] = option((3, 8), "binary task: class A -> -1, B -> +1", minimum=0,
+                                      metavar=("A", "B"))
+    n_train: int = option(128, "training points", minimum=1)
+    n_test: int = option(64, "test points", minimum=1)
+    widths: tuple[int, ...] = option((128, 256, 512, 1024, 2048), "hidden widths", minimum=1,
+                                     min_len=2, why="to fit slopes against width")
+    seeds: int = option(2, "seeds per width (seed, seed + 1, ...)", minimum=1)
+    depth: int = option(1, "hidden layers", minimum=1)
+    activation: str = option("relu", "activation", choices=tuple(ACTIVATIONS))
+    w_std: float = option(1.0, "weight scale W_std", minimum=0, strict_min=True)
+    b_std: float = option(0.1, "bias scale b_std", minimum=0)
+    optimizer: str = option("sgd", "sgd (full-batch GD) and momentum have exact closed forms; "
+                            "adam has none", choices=OPTIMIZERS)
+    learning_rate: float = option(1.0, "learning rate", minimum=0, strict_min=True)
+    momentum: float = option(0.9, "momentum for --optimizer momentum, in [0, 1)", minimum=0)
+    steps: int = option(500, "optimizer steps", minimum=1)
+    record_every: int = option(10, "record outputs every this many steps", minimum=1)
+    dtype: Literal["float32", "float64"] = option(
+        "float64", "floating-point type of the run (float64 enables JAX's x64 only inside the run)")
 
-    def validate(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ValueError(f"`dataset` must be one of {DATASETS}; got {self.dataset!r}.")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"`activation` must be one of {tuple(ACTIVATIONS)}; got {self.activation!r}.")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"`optimizer` must be one of {OPTIMIZERS}; got {self.optimizer!r}.")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"`dtype` must be 'float32' or 'float64'; got {self.dtype!r}.")
-        if not self.widths or any(w < 1 for w in self.widths):
-            raise ValueError(f"`widths` must be positive ints; got {self.widths!r}.")
-        for name in ("n_train", "n_test", "seeds", "depth", "steps", "record_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be >= 1; got {getattr(self, name)!r}.")
+    def check(self, name: Callable[[str], str]) -> None:
+        if len(set(self.widths)) < 2:
+            fail(name("widths"), "2 or more distinct widths (to fit slopes against width)",
+                         repr(list(self.widths)))
+        if self.classes[0] == self.classes[1]:
+            fail(name("classes"), "two different classes", repr(list(self.classes)))
+        if not self.momentum < 1:
+            fail(name("momentum"), "in [0, 1) (a momentum >= 1 never converges)",
+                         repr(self.momentum))
         if self.steps % self.record_every:
-            raise ValueError(f"`steps` ({self.steps}) must be a multiple of `record_every` "
-                             f"({self.record_every}).")
-        if self.learning_rate <= 0:
-            raise ValueError(f"`learning_rate` must be > 0; got {self.learning_rate!r}.")
+            fail(name("steps"), f"a multiple of {name('record_every')} "
+                         f"({self.record_every})", repr(self.steps))
 
 
-def mlp_fn(depth: int, activation: str, w_std: float, b_std: float):
-    """(init, apply) of a fully connected net in NTK parameterisation:
-    `z = w_std / sqrt(fan_in) * x @ W + b_std * b`, W and b standard normal."""
-    act = ACTIVATIONS[activation]
+Config = Settings     # the name before the experiment protocol
 
-    def init(key: jax.Array, d_in: int, width: int, d_out: int, dtype) -> list:
-        sizes = [d_in] + [width] * depth + [d_out]
-        keys = jax.random.split(key, len(sizes) - 1)
-        return [(jax.random.normal(k, (a, b), dtype), jax.random.normal(jax.random.fold_in(k, 1), (b,), dtype))
-                for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
-
-    def apply(params: list, x: jax.Array) -> jax.Array:
-        h = x
-        for i, (w, b) in enumerate(params):
-            h = (w_std / float(np.sqrt(w.shape[0]))) * (h @ w) + b_std * b[None, :]
-            if i < len(params) - 1:
-                h = act(h)
-        return h
-    return init, apply
+# `--size` presets; explicit flags override them.
+PRESETS: dict[str, dict[str, Any]] = {
+    "small": dict(n_train=32, n_test=16, widths=(64, 128, 256), seeds=1, steps=100),
+    "paper": dict(n_train=256, n_test=128, widths=(128, 256, 512, 1024, 2048, 4096), seeds=4,
+                  steps=1000, record_every=20),
+}
 
 
-def load_data(config: Config):
+def _layers(settings: Settings, width: int, d_out: int) -> nets.Layer:
+    """`depth` x (Dense(width), activation), then Dense(d_out), in NTK parameterisation."""
+    hidden = []
+    for _ in range(settings.depth):
+        hidden += [nets.Dense(width, W_std=settings.w_std, b_std=settings.b_std),
+                   ACTIVATIONS[settings.activation]()]
+    return nets.serial(*hidden, nets.Dense(d_out, W_std=settings.w_std, b_std=settings.b_std))
+
+
+def init_params(key: jax.Array, sizes: Sequence[int], dtype) -> tuple:
+    """Standard-normal parameters in the layout of `_layers`' `nets.serial`:
+    `((W1, b1), (), (W2, b2), (), ..., (WL, bL))`, W `(fan_in, fan_out)`.
+
+    The random stream is the one this experiment has always used (one key per Dense layer, the
+    bias from `fold_in(key, 1)`), not `nets.serial`'s `init_fn`, so results do not change.
+    """
+    keys = jax.random.split(key, len(sizes) - 1)
+    dense = [(jax.random.normal(k, (a, b), dtype),
+              jax.random.normal(jax.random.fold_in(k, 1), (b,), dtype))
+             for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
+    params: list = []
+    for i, p in enumerate(dense):
+        params += [p] if i == len(dense) - 1 else [p, ()]
+    return tuple(params)
+
+
+def load_data(settings: Settings):
     """Binary subset with +-1 targets, standardised with train statistics."""
-    kwargs: dict[str, Any] = dict(n_train=config.n_train, n_test=config.n_test, standardize=True,
-                                  seed=0, classes=tuple(config.classes))
-    if config.dataset in FILE_DATASETS:
-        kwargs["data_dir"] = config.data_dir
-    ds = jaxdyn.data.load(config.dataset, **kwargs)
-    dtype = jnp.dtype(config.dtype)
+    kwargs: dict[str, Any] = dict(n_train=settings.n_train, n_test=settings.n_test,
+                                  standardize=True, seed=0, classes=tuple(settings.classes))
+    if settings.dataset in FILE_DATASETS:
+        kwargs["data_dir"] = settings.data_dir
+    ds = jaxdyn.data.load(settings.dataset, **kwargs)
+    dtype = jnp.dtype(settings.dtype)
     flat = lambda a: jnp.asarray(a, dtype).reshape(a.shape[0], -1)  # noqa: E731
-    return flat(ds.x_train), jnp.asarray(ds.y_train, dtype), flat(ds.x_test), jnp.asarray(ds.y_test, dtype)
+    return (flat(ds.x_train), jnp.asarray(ds.y_train, dtype), flat(ds.x_test),
+            jnp.asarray(ds.y_test, dtype))
 
 
-def _optimizer(config: Config) -> tuple[optax.GradientTransformation, str | None]:
+def _optimizer(settings: Settings) -> tuple[optax.GradientTransformation, str | None]:
     """The optax optimizer and the closed-form `kind` that describes it exactly (None: none)."""
-    if config.optimizer == "sgd":
-        return optax.sgd(config.learning_rate), "gd"
-    if config.optimizer == "momentum":
-        return optax.sgd(config.learning_rate, momentum=config.momentum), "momentum"
-    return optax.adam(config.learning_rate), None
+    if settings.optimizer == "sgd":
+        return optax.sgd(settings.learning_rate), "gd"
+    if settings.optimizer == "momentum":
+        return optax.sgd(settings.learning_rate, momentum=settings.momentum), "momentum"
+    return optax.adam(settings.learning_rate), None
 
 
 def _norm(tree) -> float:
-    return float(np.sqrt(sum(float(jnp.sum(a.astype(jnp.float64) ** 2)) for a in jax.tree_util.tree_leaves(tree))))
+    leaves = jax.tree_util.tree_leaves(tree)
+    return float(np.sqrt(sum(float(jnp.sum(a.astype(jnp.float64) ** 2)) for a in leaves)))
 
 
-def run_point(config: Config, data, width: int, seed: int) -> dict[str, Any]:
+def run_point(settings: Settings, data, width: int, seed: int) -> dict[str, Any]:
     """Trains one (width, seed) point; returns JSON-serialisable metrics and curves."""
     x, y, xt, yt = data
-    init, apply = mlp_fn(config.depth, config.activation, config.w_std, config.b_std)
-    params0 = init(jax.random.PRNGKey(seed), x.shape[1], width, y.shape[1], jnp.dtype(config.dtype))
-    optimizer, kind = _optimizer(config)
-    run = dict(optimizer=optimizer, steps=config.steps, record_every=config.record_every,
+    apply = _layers(settings, width, y.shape[1]).apply_fn
+    sizes = [x.shape[1]] + [width] * settings.depth + [y.shape[1]]
+    params0 = init_params(jax.random.PRNGKey(seed), sizes, jnp.dtype(settings.dtype))
+    optimizer, kind = _optimizer(settings)
+    run = dict(optimizer=optimizer, steps=settings.steps, record_every=settings.record_every,
                x_test=xt, y_test=yt)
-    net = jaxdyn.trajectory(apply, params0, x, y, kernel_every=config.steps, keep_params=False, **run)
+    net = jaxdyn.trajectory(apply, params0, x, y, kernel_every=settings.steps, keep_params=False,
+                            **run)
     lin = jaxdyn.trajectory(apply, params0, x, y, linearize=True, **run)
-    closed = None
+    closed = closed_loss = None
     theta = net.ntk[0]
     critical = float(jaxdyn.dynamics.mse(theta, y).critical_learning_rate)
     if kind is not None:
         theta_test = jaxdyn.empirical_ntk(apply, params0, xt, x)
-        predict = jaxdyn.dynamics.mse(theta, y, learning_rate=config.learning_rate, kind=kind,
-                                      momentum=config.momentum if kind == "momentum" else None)
-        closed = predict(net.steps, apply(params0, x), apply(params0, xt), theta_test)
+        predict = jaxdyn.dynamics.mse(theta, y, learning_rate=settings.learning_rate, kind=kind,
+                                      momentum=settings.momentum if kind == "momentum" else None)
+        f0 = apply(params0, x)
+        closed = predict(net.steps, f0, apply(params0, xt), theta_test)
+        closed_loss = predict.loss(net.steps, f0)
     agree = jaxdyn.compare.agreement(net, lin, closed, y_test=yt)
     tolist = lambda a: None if a is None else np.asarray(a, np.float64).tolist()  # noqa: E731
     show = min(3, xt.shape[0])
@@ -162,121 +188,97 @@ def run_point(config: Config, data, width: int, seed: int) -> dict[str, Any]:
         rmse_net_lin_test=tolist(agree.rmse_net_lin_test),
         rmse_lin_closed_form_test=tolist(agree.rmse_lin_closed_form_test),
         loss_net=tolist(net.loss), loss_lin=tolist(lin.loss),
-        loss_closed_form=tolist(None if closed is None else jnp.mean((closed[0] - y[None]) ** 2, axis=(1, 2)) / 2),
+        loss_closed_form=tolist(closed_loss),
         f_test_net=tolist(net.f_test[:, :show, 0]), f_test_lin=tolist(lin.f_test[:, :show, 0]),
         f_test_closed_form=tolist(None if closed is None else closed[1][:, :show, 0]),
     )
 
 
-def _environment() -> dict[str, Any]:
-    import flax
-    return dict(jax=jax.__version__, jaxlib=jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
-                flax=flax.__version__, optax=optax.__version__, numpy=np.__version__,
-                jaxdyn=jaxdyn.__version__, python=platform.python_version(),
-                device=str(jax.devices()[0]), device_kind=jax.devices()[0].device_kind,
-                platform=jax.devices()[0].platform, device_count=jax.device_count())
+def _per_width(points: list[dict[str, Any]], widths: list[int], seeds: list[int]):
+    """metric -> (W,) seed means and standard deviations (ddof=0), from grid-ordered points."""
+    mean, std = {}, {}
+    for m in PER_WIDTH_METRICS:
+        # None is a diverged (non-finite) value as stored in JSON: NaN here.
+        table = np.array([np.nan if p[m] is None else p[m] for p in points], np.float64)
+        table = table.reshape(len(widths), len(seeds))
+        mean[m], std[m] = table.mean(axis=1), table.std(axis=1)
+    return mean, std
 
 
-def run(config: Config, out_dir: str | os.PathLike, *,
+def closed_form_agreement(points: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The worst test-output RMSE between the linearized network trained by optax and the
+    closed form, over every width, seed and recorded step (None without a closed form: adam)."""
+    worst = None
+    for p in points:
+        curve = p.get("rmse_lin_closed_form_test")
+        if curve is None:
+            continue
+        value = float(np.max(np.array([np.nan if v is None else v for v in curve], np.float64)))
+        if worst is None or not value <= worst["max_rmse"]:
+            worst = dict(max_rmse=value, width=p["width"], seed=p["seed"])
+        if np.isnan(value):
+            break
+    return worst
+
+
+def run(settings: Settings, out: str | os.PathLike,
         progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
-    """Runs the sweep (resuming from `out_dir/points`), writes `results.json` and figures.
+    """Runs the sweep (resuming from `out/points`), writes figures and `results.json`.
 
-    Returns the results dict (also in `out_dir/results.json`).
+    Every setting is checked, and the data loaded, before `out` is claimed, so a failing call
+    leaves no `settings.json` behind. Float64 runs enable JAX's x64 inside this call only.
+
+    Returns:
+      The results dict (also in `out/results.json`, written last: its presence means done).
     """
-    config.validate()
-    if config.dtype == "float64" and not jax.config.jax_enable_x64:
-        jax.config.update("jax_enable_x64", True)
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    settings_path = out / "settings.json"
-    settings = dataclasses.asdict(config)
-    if settings_path.exists():
-        previous = json.loads(settings_path.read_text())
-        if previous != json.loads(json.dumps(settings)):
-            raise ValueError(
-                f"`out` {str(out)!r} holds a run with other settings ({previous}); resume it with "
-                "the same options or choose another --out.")
-    t0 = time.perf_counter()
-    data = load_data(config)     # before claiming the folder: a missing dataset leaves no trace
-    jaxdyn.compare.write_json_atomic(settings_path, settings)
-    sweep = jaxdyn.compare.width_sweep(
-        lambda w, s: run_point(config, data, w, s), list(config.widths), list(range(config.seeds)),
-        out_dir=out, progress=progress,
-        metrics=["plateau_rmse", "kernel_change", "weight_change"])
-    results = dict(
-        experiment=NAME, settings=settings, environment=_environment(),
-        wall_seconds=time.perf_counter() - t0,
-        plateau_rmse_slope=sweep.slopes["plateau_rmse"].slope,
-        kernel_change_slope=sweep.slopes["kernel_change"].slope,
-        weight_change_slope=sweep.slopes["weight_change"].slope,
-        slope_fits={k: v._asdict() for k, v in sweep.slopes.items()},
-        per_width=[dict(width=int(w), **{m: dict(mean=float(sweep.mean[m][i]), std=float(sweep.std[m][i]))
-                                          for m in ("plateau_rmse", "kernel_change", "weight_change",
-                                                    "final_loss_net", "test_accuracy_net",
-                                                    "test_accuracy_lin", "critical_learning_rate")})
-                   for i, w in enumerate(sweep.widths)],
-        figures=["outputs.png", "loss.png", "scaling.png"],
-    )
-    jaxdyn.compare.write_json_atomic(out / "results.json", results)
-    from jaxdyn import plot
-    plot.save_linear_vs_real_figures(results, sweep.points, out)
-    return results
+    validate(settings)
+    # x64 as a context, never the global flag; float32 runs leave the caller's setting alone.
+    x64 = jax.enable_x64(True) if settings.dtype == "float64" else contextlib.nullcontext()
+    with x64:
+        t0 = time.perf_counter()
+        # before claiming the folder: a missing dataset leaves no trace
+        data = load_data(settings)
+        widths = sorted(set(settings.widths))
+        seeds = list(range(settings.seed, settings.seed + settings.seeds))
+        stored = settings_dict(settings)
+        points = sweep.sweep(lambda width, seed: run_point(settings, data, width, seed),
+                             {"width": widths, "seed": seeds}, out, settings=stored,
+                             required=PER_WIDTH_METRICS, progress=progress, name="out")
+        mean, std = _per_width(points, widths, seeds)
+        slopes = {m: jaxdyn.compare.fit_loglog_slope(np.array(widths, np.float64), mean[m])
+                  for m in SLOPE_METRICS}
+        res = dict(
+            experiment=NAME, settings=stored, environment=results.environment(),
+            wall_seconds=time.perf_counter() - t0,
+            **{f"{m}_slope": slopes[m].slope for m in SLOPE_METRICS},
+            slope_fits={k: v._asdict() for k, v in slopes.items()},
+            linearized_vs_closed_form=closed_form_agreement(points),
+            per_width=[dict(width=int(w), **{m: dict(mean=float(mean[m][i]), std=float(std[m][i]))
+                                              for m in PER_WIDTH_METRICS})
+                       for i, w in enumerate(widths)],
+        )
+    out = pathlib.Path(out)
+    # imported here: matplotlib is not needed to list or validate experiments
+    from jaxdyn.experiments import linear_vs_real_plots
+    res["figures"] = list(linear_vs_real_plots.save_figures(res, points, out))
+    res = results.to_jsonable(res)
+    results.write_json_atomic(out / "results.json", res)
+    return res
 
 
-def options() -> list[tuple[str, dict[str, Any]]]:
-    """Command-line options (argparse add_argument keyword dicts), one per Config field."""
-    d = Config()
-    return [
-        ("--dataset", dict(default=d.dataset, choices=DATASETS,
-                           help=f"dataset (default {d.dataset}: scikit-learn's handwritten digits; "
-                                "fashion_mnist, mnist and cifar10 read their files)")),
-        ("--data-dir", dict(default=None, help="folder with the dataset files (default: $JAXDYN_DATA, "
-                                               "then /usr/share/datasets/fashion-mnist)")),
-        ("--classes", dict(default=list(d.classes), type=int, nargs=2, metavar=("A", "B"),
-                           help=f"binary task: class A -> -1, B -> +1 (default {d.classes[0]} {d.classes[1]})")),
-        ("--n-train", dict(default=d.n_train, type=int, help=f"training points (default {d.n_train})")),
-        ("--n-test", dict(default=d.n_test, type=int, help=f"test points (default {d.n_test})")),
-        ("--widths", dict(default=list(d.widths), type=int, nargs="+",
-                          help=f"hidden widths (default {' '.join(map(str, d.widths))})")),
-        ("--seeds", dict(default=d.seeds, type=int, help=f"seeds per width (default {d.seeds})")),
-        ("--depth", dict(default=d.depth, type=int, help=f"hidden layers (default {d.depth})")),
-        ("--activation", dict(default=d.activation, choices=tuple(ACTIVATIONS),
-                              help=f"activation (default {d.activation})")),
-        ("--w-std", dict(default=d.w_std, type=float, help=f"weight scale W_std (default {d.w_std})")),
-        ("--b-std", dict(default=d.b_std, type=float, help=f"bias scale b_std (default {d.b_std})")),
-        ("--optimizer", dict(default=d.optimizer, choices=OPTIMIZERS,
-                             help="sgd (full-batch GD) and momentum have exact closed forms; adam has none "
-                                  f"(default {d.optimizer})")),
-        ("--learning-rate", dict(default=d.learning_rate, type=float,
-                                 help=f"learning rate (default {d.learning_rate})")),
-        ("--momentum", dict(default=d.momentum, type=float,
-                            help=f"momentum for --optimizer momentum (default {d.momentum})")),
-        ("--steps", dict(default=d.steps, type=int, help=f"optimizer steps (default {d.steps})")),
-        ("--record-every", dict(default=d.record_every, type=int,
-                                help=f"record outputs every this many steps (default {d.record_every})")),
-        ("--dtype", dict(default=d.dtype, choices=("float32", "float64"),
-                         help=f"floating point type (default {d.dtype})")),
-    ]
-
-
-def config_from_args(args) -> Config:
-    return Config(dataset=args.dataset, data_dir=args.data_dir, classes=tuple(args.classes), n_train=args.n_train,
-                  n_test=args.n_test, widths=tuple(args.widths), seeds=args.seeds, depth=args.depth,
-                  activation=args.activation, w_std=args.w_std, b_std=args.b_std,
-                  optimizer=args.optimizer, learning_rate=args.learning_rate,
-                  momentum=args.momentum, steps=args.steps, record_every=args.record_every,
-                  dtype=args.dtype)
-
-
-def summary_lines(results: dict[str, Any]) -> Sequence[str]:
+def summary_lines(res: dict[str, Any]) -> Sequence[str]:
     """Human-readable summary printed by the CLI."""
     lines = [f"{'width':>7} {'plateau RMSE':>13} {'kernel change':>14} {'weight change':>14} "
              f"{'test acc':>9}"]
-    for row in results["per_width"]:
+    for row in res["per_width"]:
         lines.append(f"{row['width']:>7} {row['plateau_rmse']['mean']:>13.3e} "
                      f"{row['kernel_change']['mean']:>14.3e} {row['weight_change']['mean']:>14.3e} "
                      f"{row['test_accuracy_net']['mean']:>9.3f}")
-    lines.append(f"fitted log-log slopes: plateau RMSE {results['plateau_rmse_slope']:+.2f}, "
-                 f"kernel change {results['kernel_change_slope']:+.2f}, "
-                 f"weight change {results['weight_change_slope']:+.2f}")
+    lines.append(f"fitted log-log slopes: plateau RMSE {res['plateau_rmse_slope']:+.2f}, "
+                 f"kernel change {res['kernel_change_slope']:+.2f}, "
+                 f"weight change {res['weight_change_slope']:+.2f}")
+    agree = res.get("linearized_vs_closed_form")
+    if agree is not None:
+        lines.append(f"linearized network vs closed form: max test RMSE {agree['max_rmse']:.1e} "
+                     f"(width {agree['width']}, seed {agree['seed']})")
     return lines
