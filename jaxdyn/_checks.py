@@ -21,6 +21,7 @@ import operator
 from typing import Any, Iterable, NoReturn, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -266,6 +267,14 @@ def check_finite(name: str, tree: Any) -> None:
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
         if not hasattr(leaf, "dtype") and not isinstance(leaf, (float, complex)):
             continue
+        if isinstance(leaf, jax.Array):
+            if np.dtype(leaf.dtype).kind not in "fc":
+                continue
+            # Reduced on the device, so only a bad leaf is copied to the host; eagerly even
+            # when called while tracing (a concrete array closed over by a jitted function).
+            with jax.ensure_compile_time_eval():
+                if bool(jnp.all(jnp.isfinite(leaf))):
+                    continue
         a = np.asarray(leaf)
         if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
             bad = np.argwhere(~np.isfinite(a))

@@ -92,7 +92,8 @@ def taylor_expand(apply_fn: ApplyFn, params0: PyTree, degree: int) -> ApplyFn:
     Returns:
       `apply_taylor(params, x, **kwargs)`, with the same signature and output structure as
       `apply_fn`, equal to `sum_{j<=degree} D^j f(params0)[delta]^j / j!` with
-      `delta = params - params0`. It is exact at `params0` and jit/vmap/grad-able.
+      `delta = params - params0`. It is exact at `params0` and jit/vmap/grad-able; its
+      checks are `linearize`'s.
 
     Example:
       >>> f2 = taylor_expand(apply_fn, params0, degree=2)
@@ -116,6 +117,11 @@ def linearize(apply_fn: ApplyFn, params0: PyTree) -> ApplyFn:
     Returns:
       `apply_lin(params, x, **kwargs)` with the same signature and outputs as `apply_fn`;
       jit/vmap/grad-able.
+
+    Raises:
+      ValueError: NaN/Inf in `params0` (here) or in `params` (outside jit); `params` whose
+        structure or leaf shapes differ from `params0`'s; an `x` the model refuses (named,
+        with the model's error). TypeError: a complex `x`.
 
     Example:
       >>> f_lin = linearize(apply_fn, params0)

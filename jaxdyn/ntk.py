@@ -761,6 +761,7 @@ def _kernel_dict_fn(apply_fn, trace_axes, method, batch_size, precision, groups,
 
     def kernels(x1, x2, params):
         check_inputs(x1, x2)
+        check_finite("params", params)
         ctx = (contextlib.nullcontext() if precision is None
                # also governs matmuls inside apply_fn: TF32 on Ampere/Hopper would cost ~1e-3
                else jax.default_matmul_precision(precision))
@@ -815,7 +816,14 @@ def ntk_fn(apply_fn: ApplyFn, *, trace_axes: Sequence[int] = (-1,), method: str 
 
     Returns:
       `kernel(x1, x2, params)`: `x1 (n1, ...)`, `x2 (n2, ...)` or `None` for `x2 = x1`;
-      returns `(n1, n2, *pairs)`. Raises ValueError when the kernel holds NaN/Inf.
+      returns `(n1, n2, *pairs)`.
+
+    Raises:
+      TypeError, ValueError: bad arguments, here or in `kernel`: a `trace_axes` that is not a
+        tuple of distinct output axes, a `memory_budget` that is not a positive number of
+        bytes, empty or complex inputs, inputs or `params` that `apply_fn` refuses (named,
+        with the model's own error), NaN/Inf in the inputs, `params` or the kernel (the
+        value checks only outside jit).
 
     Example:
       >>> kernel = jaxdyn.ntk_fn(apply_fn)
@@ -865,13 +873,17 @@ def empirical_ntk(apply_fn: ApplyFn, params: PyTree, x1: jax.Array, x2: jax.Arra
     Example:
       >>> k = jaxdyn.empirical_ntk(apply_fn, params, x_train)   # (n, n)
     """
+    trace_axes = _check_trace_axes(trace_axes)
     try:
-        fn = _cached_ntk_fn(apply_fn, _check_trace_axes(trace_axes), method, batch_size,
-                            precision, memory_budget,
-                            devices if devices is None or isinstance(devices, str) else tuple(devices))
+        devs = devices if devices is None or isinstance(devices, str) else tuple(devices)
+        key = (apply_fn, trace_axes, method, batch_size, precision, memory_budget, devs)
+        hash(key)
     except TypeError:  # unhashable apply_fn (e.g. a partial of arrays): no caching
-        fn = ntk_fn(apply_fn, trace_axes=trace_axes, method=method, batch_size=batch_size,
-                    precision=precision, memory_budget=memory_budget, devices=devices)
+        key = None
+    # ntk_fn checks the arguments (outside the try, so its TypeErrors reach the caller)
+    fn = ntk_fn(apply_fn, trace_axes=trace_axes, method=method, batch_size=batch_size,
+                precision=precision, memory_budget=memory_budget, devices=devices) \
+        if key is None else _cached_ntk_fn(*key)
     return fn(x1, x2, params)
 
 

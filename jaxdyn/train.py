@@ -149,6 +149,7 @@ def _check_arguments(apply_fn, params0, x_train, y_train, optimizer, steps, reco
         if key is None:
             fail("key", "a jax.random key when `batch_size` is set (minibatch SGD), so the "
                         "sampling is reproducible", "None")
+        _check_key(key)
     # The model must accept x_train and params0 (shapes only: no compilation) and give one
     # (n, k) output whose width matches the targets'.
     out = check_model_input(apply_fn, params0, x_train, x_name="x_train", params_name="params0")
@@ -159,10 +160,40 @@ def _check_arguments(apply_fn, params0, x_train, y_train, optimizer, steps, reco
     if y_train.shape[1] != out.shape[1]:
         fail("trajectory(y_train)", f"an array with {out.shape[1]} columns (the model's outputs)",
              f"shape {tuple(y_train.shape)}")
+    _check_loss(loss_fn, out, y_train)
     for name, value in [("x_train", x_train), ("y_train", y_train), ("x_test", x_test),
                         ("y_test", y_test), ("params0", params0)]:
         check_finite(name, value)
     return loss_fn, steps, record_every, kernel_every, batch_size
+
+
+def _check_key(key: Any) -> None:
+    """A PRNG key: typed (`jax.random.key`) or raw (`jax.random.PRNGKey`, uint32 (2,))."""
+    dtype, shape = getattr(key, "dtype", None), tuple(getattr(key, "shape", (None,)))
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        ok = shape == ()
+    else:
+        ok = dtype is not None and np.dtype(dtype) == np.uint32 and shape == (2,)
+    if not ok:
+        fail("key", "a single jax.random key (jax.random.key(0) or jax.random.PRNGKey(0))",
+             describe(key), TypeError)
+
+
+def _check_loss(loss_fn: Callable, out: jax.ShapeDtypeStruct, y_train: jax.Array) -> None:
+    """The loss, evaluated abstractly on the model's outputs and the targets, is a scalar."""
+    y = jax.ShapeDtypeStruct(y_train.shape, y_train.dtype)
+    try:
+        value = jax.eval_shape(loss_fn, out, y)
+    except Exception as error:  # noqa: BLE001 - a user's callable: report it by name
+        fail("loss", f"a callable loss(f, y) -> scalar for f of shape {tuple(out.shape)} and y "
+                     f"of shape {tuple(y_train.shape)}",
+             f"{getattr(loss_fn, '__name__', type(loss_fn).__name__)}, which raised "
+             f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+             TypeError)
+    if not isinstance(value, jax.ShapeDtypeStruct) or value.shape != ():
+        fail("loss", "a callable loss(f, y) returning a scalar",
+             f"a loss returning {jax.tree_util.tree_map(lambda a: tuple(a.shape), value)}",
+             TypeError)
 
 
 def _warn_above_critical(learning_rate, critical_learning_rate) -> None:

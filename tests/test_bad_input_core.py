@@ -418,3 +418,47 @@ def test_trajectory_warns_above_a_known_critical_rate(net):
         _traj(net, learning_rate=0.1)
     with raises(ValueError, "`critical_learning_rate` must be a positive float or None; got -1."):
         _traj(net, learning_rate=0.1, critical_learning_rate=-1)
+
+
+def test_ntk_names_the_nan_parameter(net):
+    params, x, _ = net
+    bad = {**params, "W2": params["W2"].at[4, 1].set(jnp.nan)}
+    with raises(ValueError, "`params['W2']` must be finite; got 1 NaN/Inf value(s), first at "
+                "index (4, 1)."):
+        jaxdyn.empirical_ntk(dict_apply, bad, x)
+
+
+def test_models_is_an_alias_of_adapters():
+    # The adapters moved to jaxdyn/adapters.py (issue 10); the old import path keeps working.
+    from jaxdyn import adapters, models
+    for name in models.__all__:
+        assert getattr(models, name) is getattr(adapters, name)
+    assert set(models.__all__) == set(adapters.__all__)
+
+
+def test_trajectory_checks_keep_jit_working(net):
+    params, x, y = net
+    run = lambda p: _traj(net, params0=p, optimizer=optax.sgd(0.1), steps=2).loss  # noqa: E731
+    # reference: two plain gradient steps on the MSE loss 0.5 * mean((f - y)^2)
+    loss = lambda p: 0.5 * jnp.mean((dict_apply(p, x) - y) ** 2)  # noqa: E731
+    p, ref = params, [loss(params)]
+    for _ in range(2):
+        p = jax.tree_util.tree_map(lambda a, g: a - 0.1 * g, p, jax.grad(loss)(p))
+        ref.append(loss(p))
+    np.testing.assert_allclose(jax.jit(run)(params), np.array(ref), rtol=1e-12)
+
+
+def test_trajectory_bad_loss_and_key(net):
+    with raises(TypeError, "`loss` must be a callable loss(f, y) returning a scalar; got a loss "
+                "returning (6, 2)."):
+        _traj(net, loss=lambda f, y: (f - y) ** 2)
+    with raises(TypeError, "`loss` must be a callable loss(f, y) -> scalar", "got <lambda>, "
+                "which raised TypeError"):
+        _traj(net, loss=lambda f: f)
+    with raises(TypeError, "`key` must be a single jax.random key", "got 0."):
+        _traj(net, batch_size=2, key=0)
+    with raises(TypeError, "`key` must be a single jax.random key", "shape (2, 2)"):
+        _traj(net, batch_size=2, key=jax.random.split(jax.random.PRNGKey(0)))
+    # both kinds of key are accepted
+    for key in (jax.random.PRNGKey(0), jax.random.key(0)):
+        assert _traj(net, batch_size=2, key=key).loss.shape == (3,)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from helpers import flat_jacobian_ntk, hand_mlp, hand_ntk
 from jaxdyn.models import as_model, from_linen, from_nnx, from_stax
 
 F64 = jnp.float64
@@ -14,31 +15,6 @@ D_IN, WIDTH, K_OUT, N = 3, 7, 2, 5
 
 def _x(seed=0, n=N):
     return jax.random.normal(jax.random.key(seed), (n, D_IN), dtype=F64)
-
-
-def empirical_ntk(apply_fn, params, x):
-    """K = J J^T with J (n*k, P) from jax.jacrev, flattened over all param leaves."""
-    jac = jax.jit(jax.jacrev(apply_fn))(params, x)  # leaves (n, k, *leaf_shape)
-    n, k = apply_fn(params, x).shape
-    j = jnp.concatenate(
-        [leaf.reshape(n * k, -1) for leaf in jax.tree_util.tree_leaves(jac)], axis=1
-    )
-    return j @ j.T
-
-
-def hand_mlp(weights, x):
-    """Two-layer relu MLP in plain jnp; weights = (W0, b0, W1, b1)."""
-    w0, b0, w1, b1 = weights
-    h = jax.nn.relu(x @ w0 + b0[None, :])
-    return h @ w1 + b1[None, :]
-
-
-def hand_ntk(weights, x):
-    """NTK of hand_mlp by forward-mode Jacobian (independent of the adapters)."""
-    jac = jax.jit(jax.jacfwd(hand_mlp))(tuple(weights), x)
-    n, k = x.shape[0], jac[0].shape[1]
-    j = jnp.concatenate([leaf.reshape(n * k, -1) for leaf in jac], axis=1)
-    return j @ j.T
 
 
 # ----------------------------------------------------------------------------
@@ -77,7 +53,7 @@ def test_linen_matches_module_jit_and_ntk():
     )
     np.testing.assert_allclose(hand_mlp(weights, x), want, rtol=1e-12)
     np.testing.assert_allclose(
-        empirical_ntk(apply_fn, params, x), hand_ntk(weights, x), rtol=1e-10, atol=1e-12
+        flat_jacobian_ntk(apply_fn, params, x), hand_ntk(weights, x), rtol=1e-10, atol=1e-12
     )
 
 
@@ -178,7 +154,7 @@ def test_nnx_matches_module_jit_and_ntk():
     weights = _nnx_weights(params)
     np.testing.assert_allclose(hand_mlp(weights, x), want, rtol=1e-12)
     np.testing.assert_allclose(
-        empirical_ntk(apply_fn, params, x), hand_ntk(weights, x), rtol=1e-10, atol=1e-12
+        flat_jacobian_ntk(apply_fn, params, x), hand_ntk(weights, x), rtol=1e-10, atol=1e-12
     )
 
     # jvp with respect to params equals the hand model's jvp.
@@ -316,7 +292,7 @@ def test_stax_dense_exact_ntk():
     # One NTK-parameterised Dense layer: K = (W_std^2 / d x x'^T + b_std^2) (x) I_k.
     k_scalar = W_STD**2 / D_IN * (x @ x.T) + B_STD**2
     want = jnp.kron(k_scalar, jnp.eye(K_OUT, dtype=F64))
-    np.testing.assert_allclose(empirical_ntk(apply_fn, params, x), want, rtol=1e-12)
+    np.testing.assert_allclose(flat_jacobian_ntk(apply_fn, params, x), want, rtol=1e-12)
 
 
 def test_stax_triple_and_reference_network(nt_refs):

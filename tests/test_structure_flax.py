@@ -13,6 +13,7 @@ import pytest
 from flax import nnx
 
 import jaxdyn
+from helpers import traced_jacobian_ntk
 from jaxdyn import structure as jstructure
 from jaxdyn.models import from_linen, from_nnx
 
@@ -326,14 +327,6 @@ UNSTRUCTURED = {
 }
 
 
-def _reference_ntk(apply_fn, params, x):
-    """Traced NTK `J J^T / k` from `jax.jacrev` over all parameter leaves."""
-    jac = jax.tree_util.tree_leaves(jax.jit(jax.jacrev(apply_fn))(params, x))  # [(n, k, *leaf)]
-    n, k = jac[0].shape[:2]
-    j = np.concatenate([np.asarray(leaf).reshape(n, k, -1) for leaf in jac], axis=2)
-    return np.einsum("iap,jap->ij", j, j) / k
-
-
 @pytest.mark.parametrize("name", sorted(UNSTRUCTURED))
 def test_unstructured_models_fall_back(name):
     apply_fn, params = UNSTRUCTURED[name]()
@@ -341,6 +334,6 @@ def test_unstructured_models_fall_back(name):
     assert jstructure.get(apply_fn) is None
     if name in ("linen_conv", "linen_dense_twice", "nnx_layernorm"):
         x = _x(13)
-        want = _reference_ntk(apply_fn, params, x)
+        want = traced_jacobian_ntk(apply_fn, params, x)
         got = jaxdyn.empirical_ntk(apply_fn, params, x, method="auto")
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())

@@ -7,7 +7,7 @@ import pytest
 
 import jaxdyn
 from jaxdyn import train
-from reference_models import init_mlp, mlp_apply
+from helpers import init_mlp, mlp_apply
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +67,13 @@ def test_scan_equals_python_loop(setup):
                             keep_params=True)
     p, s = params, opt.init(params)
     loss = lambda q: 0.5 * jnp.mean((mlp_apply(q, x) - y) ** 2)  # noqa: E731
-    for step in range(1, 31):
+
+    @jax.jit     # one optax step, compiled once; the loop over steps stays in Python
+    def opt_step(p, s):
         u, s = opt.update(jax.grad(loss)(p), s, p)
-        p = optax.apply_updates(p, u)
+        return optax.apply_updates(p, u), s
+    for step in range(1, 31):
+        p, s = opt_step(p, s)
         if step % 10 == 0:
             i = step // 10
             np.testing.assert_allclose(traj.f_train[i], mlp_apply(p, x), rtol=1e-11, atol=1e-12)
@@ -91,8 +95,9 @@ def test_vmapped_ensemble_equals_one_by_one(setup):
         return train.trajectory(mlp_apply, p0, x, y, optimizer=optax.sgd(0.5), steps=40,
                                 record_every=10, batch_size=4, key=key)
     ens = jax.vmap(run)(keys)
+    one_by_one = jax.jit(run)    # one member per call: compiled once for the three keys
     for i, key in enumerate(keys):
-        one = run(key)
+        one = one_by_one(key)
         np.testing.assert_allclose(ens.f_train[i], one.f_train, rtol=1e-11, atol=1e-12)
         np.testing.assert_allclose(ens.loss[i], one.loss, rtol=1e-11)
 
@@ -104,9 +109,9 @@ def test_minibatch_sampling(setup):
     whole = train.trajectory(mlp_apply, params, x, y, batch_size=12, key=jax.random.PRNGKey(0), **kw)
     # a batch of all n points (in any order) is full-batch GD: same gradient up to summation order
     np.testing.assert_allclose(whole.f_train, full.f_train, rtol=1e-12, atol=1e-12)
-    a = train.trajectory(mlp_apply, params, x, y, batch_size=4, key=jax.random.PRNGKey(1), **kw)
-    b = train.trajectory(mlp_apply, params, x, y, batch_size=4, key=jax.random.PRNGKey(1), **kw)
-    c = train.trajectory(mlp_apply, params, x, y, batch_size=4, key=jax.random.PRNGKey(2), **kw)
+    # minibatch runs from a key: compiled once, then run for each key
+    run = jax.jit(lambda key: train.trajectory(mlp_apply, params, x, y, batch_size=4, key=key, **kw))
+    a, b, c = run(jax.random.PRNGKey(1)), run(jax.random.PRNGKey(1)), run(jax.random.PRNGKey(2))
     np.testing.assert_array_equal(a.f_train, b.f_train)
     assert not np.allclose(a.f_train, c.f_train)
     # each epoch visits every example exactly once
