@@ -12,25 +12,31 @@ Public API, re-exported from the modules that define it:
 - `train`: real training under `lax.scan` with any optax optimizer (`trajectory`,
   `Trajectory`, `kernel_change`).
 - `compare`: network vs linearization vs closed form (`agreement`), log-log slopes,
-  resumable `width_sweep`.
+  `width_sweep`.
+- `sweep`: resumable sweeps over any named grid (`sweep.sweep`), keyed points for searches
+  (`sweep.open_sweep`); `results`: atomic JSON, the environment record, figure saving.
 - `nets`: stax-style layers with three faces, `serial(...) -> (init_fn, apply_fn, kernel_fn)`;
   `infinite` holds their infinite-width NNGP/NTK recursions.
-- `from_linen`, `from_nnx`, `from_stax`, `as_model`: turn flax and stax models into
-  `apply_fn(params, x)`.
+- `from_linen`, `from_nnx`, `from_stax`, `as_model` (module `adapters`): turn flax and stax
+  models into `apply_fn(params, x)`.
 - `structure`: the linear-layer structure (`LinearStructure`) that the fast
   `method="structured"` NTK uses.
+- `jaxdyn.plot` (imported on its own, it needs matplotlib): generic figures, arrays or result
+  objects and an `ax` in, a Figure out.
 """
-from jaxdyn import compare, data, dynamics, infinite, nets, structure, train
+from jaxdyn import (adapters, compare, data, dynamics, infinite, nets, results, structure,
+                    sweep, train)
+from jaxdyn.adapters import as_model, from_linen, from_nnx, from_stax
 from jaxdyn.linearize import linearize, taylor_expand
-from jaxdyn.models import as_model, from_linen, from_nnx, from_stax
-from jaxdyn.train import Trajectory, kernel_change, trajectory
 from jaxdyn.ntk import (NTKCost, empirical_ntk, ntk_by_group, ntk_by_group_fn, ntk_cost,
                         ntk_fn, param_groups)
+from jaxdyn.train import Trajectory, kernel_change, trajectory
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "NTKCost", "as_model", "compare", "data", "dynamics", "infinite", "nets", "empirical_ntk", "from_linen", "from_nnx", "from_stax",
-    "linearize", "ntk_by_group", "ntk_by_group_fn", "ntk_cost", "ntk_fn", "param_groups",
-    "structure", "taylor_expand", "train", "Trajectory", "trajectory", "kernel_change",
+    "NTKCost", "Trajectory", "adapters", "as_model", "compare", "data", "dynamics",
+    "empirical_ntk", "from_linen", "from_nnx", "from_stax", "infinite", "kernel_change",
+    "linearize", "nets", "ntk_by_group", "ntk_by_group_fn", "ntk_cost", "ntk_fn",
+    "param_groups", "results", "structure", "sweep", "taylor_expand", "train", "trajectory",
 ]

@@ -13,7 +13,6 @@ for another).
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -243,36 +242,3 @@ def network_vs_kernel(x_test, mean, std, net_outputs, *, x_train=None, y_train=N
            title=title or "trained networks vs the infinite-width prediction")
     ax.legend(fontsize=8)
     return fig
-
-
-# Deprecated: the linear-vs-real figures moved to jaxdyn/experiments/linear_vs_real_plots.py
-# (plot must not know an experiment's records). These aliases go once nothing calls them.
-
-def _deprecated(old: str, new: str):
-    warnings.warn(f"`jaxdyn.plot.{old}` is deprecated; use "
-                  f"`jaxdyn.experiments.linear_vs_real_plots.{new}`.", DeprecationWarning,
-                  stacklevel=3)
-    from jaxdyn.experiments import linear_vs_real_plots
-    return getattr(linear_vs_real_plots, new)
-
-
-def save_linear_vs_real_figures(results, points, out_dir):
-    """Deprecated alias of `linear_vs_real_plots.save_figures`; returns the written paths."""
-    import pathlib
-    names = _deprecated("save_linear_vs_real_figures", "save_figures")(results, points, out_dir)
-    return [pathlib.Path(out_dir) / name for name in names]
-
-
-def linear_vs_real_outputs(points, widths=None):
-    """Deprecated alias of `linear_vs_real_plots.outputs_figure`."""
-    return _deprecated("linear_vs_real_outputs", "outputs_figure")(points, widths)
-
-
-def linear_vs_real_losses(points, width=None):
-    """Deprecated alias of `linear_vs_real_plots.loss_figure`."""
-    return _deprecated("linear_vs_real_losses", "loss_figure")(points, width)
-
-
-def width_scaling(results, ax=None):
-    """Deprecated alias of `linear_vs_real_plots.scaling_figure` (its `ax` is ignored)."""
-    return _deprecated("width_scaling", "scaling_figure")(results)

@@ -296,6 +296,11 @@ def trajectory(apply_fn: ApplyFn, params0: PyTree, x_train: jax.Array, y_train: 
         loss, batch_size, key, linearize, keep_params, kernel_every, ntk_method)
     n = x_train.shape[0]
     _warn_above_critical(learning_rate, critical_learning_rate)
+    # NumPy inputs (the data loaders return them) must become JAX arrays: minibatches index them
+    # with traced indices inside the scan.
+    x_train, y_train = jnp.asarray(x_train), jnp.asarray(y_train)
+    x_test = None if x_test is None else jnp.asarray(x_test)
+    y_test = None if y_test is None else jnp.asarray(y_test)
 
     model = _linearize(apply_fn, params0) if linearize else apply_fn
     kernel = ntk_fn(model, method=ntk_method) if kernel_every is not None else None

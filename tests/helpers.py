@@ -38,7 +38,8 @@ def init_mlp(key, sizes, dtype=jnp.float64):
     params = []
     for d_in, d_out in zip(sizes[:-1], sizes[1:]):
         key, k1, k2 = jax.random.split(key, 3)
-        params.append((jax.random.normal(k1, (d_in, d_out), dtype), jax.random.normal(k2, (d_out,), dtype)))
+        params.append((jax.random.normal(k1, (d_in, d_out), dtype),
+                       jax.random.normal(k2, (d_out,), dtype)))
     return params
 
 
@@ -68,7 +69,8 @@ def explicit_ntk(apply_fn, params, x1, x2, trace=True):
     def jac(x):
         j = jax.jacrev(lambda p: apply_fn(p, x))(params)
         n, k = apply_fn(params, x).shape
-        return jnp.concatenate([leaf.reshape(n, k, -1) for leaf in jax.tree_util.tree_leaves(j)], axis=-1)
+        leaves = jax.tree_util.tree_leaves(j)
+        return jnp.concatenate([leaf.reshape(n, k, -1) for leaf in leaves], axis=-1)
     j1, j2 = jac(x1), jac(x2)
     full = jnp.einsum("iap,jbp->ijab", j1, j2)
     return jnp.einsum("ijaa->ij", full) / full.shape[-1] if trace else full
@@ -108,10 +110,10 @@ class StackedNTK:
 
     `jaxdyn.empirical_ntk(..., method="jacobian", trace_axes=())` (or, `by_group`,
     `ntk_by_group` with `groups`) of the stacked inputs `[x1; x2]` is one compilation; every
-    (trace_axes, x2 or None) reference the kernel tests need is a slice of it, traced in numpy. A kernel entry is
-    a per-pair contraction `J(a) J(b)^T`, so the slice equals the kernel of the two parts to
-    rounding. Outputs must be `(n, k)`; `trace_axes` is `(-1,)` or `()`. (The Jacobian
-    method itself is checked against `explicit_ntk` in tests/test_ntk.py.)
+    (trace_axes, x2 or None) reference the kernel tests need is a slice of it, traced in
+    numpy. A kernel entry is a per-pair contraction `J(a) J(b)^T`, so the slice equals the
+    kernel of the two parts to rounding. Outputs must be `(n, k)`; `trace_axes` is `(-1,)` or
+    `()`. (The Jacobian method itself is checked against `explicit_ntk` in tests/test_ntk.py.)
     """
 
     def __init__(self, apply_fn, params, x1, x2=None, *, by_group=False, groups=None):
@@ -127,13 +129,15 @@ class StackedNTK:
     def parts(self, trace_axes, with_x2=True, rows=None):
         """`{group: kernel}` of x1 (its first `rows` rows, default all) against x2 (`with_x2`)
         or against itself: `(rows, n2 or rows)` traced, `(rows, n2 or rows, k, k)` for `()`."""
-        if tuple(trace_axes) not in ((-1,), ()):
+        trace_axes = tuple(trace_axes)
+        if trace_axes not in ((-1,), ()):
             raise ValueError(f"`trace_axes` must be (-1,) or (); got {trace_axes!r}.")
         r = self.n1 if rows is None else rows
         out = {}
         for name, k in self.full.items():
             block = k[:r, self.n1:] if with_x2 else k[:r, :r]
-            out[name] = np.einsum("ijaa->ij", block) / block.shape[-1] if trace_axes != () else block
+            traced = trace_axes != ()
+            out[name] = np.einsum("ijaa->ij", block) / block.shape[-1] if traced else block
         return out
 
     def __call__(self, trace_axes, with_x2=True, rows=None):
@@ -151,4 +155,5 @@ def kernel_cases(batch_size, half=None):
     full = [(t, w, b) for t in ((-1,), ()) for w in (True, False) for b in (None, batch_size)]
     if half is None:
         return full
-    return [c for c in full if (int(c[0] == ()) + int(not c[1]) + int(c[2] is not None)) % 2 == half]
+    odd = lambda c: (int(c[0] == ()) + int(not c[1]) + int(c[2] is not None)) % 2  # noqa: E731
+    return [c for c in full if odd(c) == half]

@@ -462,3 +462,18 @@ def test_trajectory_bad_loss_and_key(net):
     # both kinds of key are accepted
     for key in (jax.random.PRNGKey(0), jax.random.key(0)):
         assert _traj(net, batch_size=2, key=key).loss.shape == (3,)
+
+
+def test_trajectory_numpy_inputs_with_minibatches_under_vmap(net):
+    """The data loaders return NumPy arrays; minibatches index them with traced indices, which a
+    NumPy array refuses (TracerArrayConversionError before the inputs were converted)."""
+    params, x, y = net
+    x_np, y_np = np.asarray(x), np.asarray(y)
+    keys = jax.random.split(jax.random.key(0), 2)
+
+    def run(xs, ys):
+        return jax.vmap(lambda k: train.trajectory(dict_apply, params, xs, ys,
+                                                   optimizer=optax.sgd(0.1), steps=3,
+                                                   batch_size=2, key=k).loss)(keys)
+
+    np.testing.assert_array_equal(run(x_np, y_np), run(jnp.asarray(x), jnp.asarray(y)))

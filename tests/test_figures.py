@@ -162,17 +162,12 @@ def test_linear_vs_real_figures_are_labelled(closed_form):
         assert tick_texts(ax.xaxis) == [str(w) for w in WIDTHS]
 
 
-def test_save_figures_and_deprecated_alias(tmp_path):
+def test_save_figures_writes_pngs(tmp_path):
     points, results = synthetic_points(), synthetic_results()
-    (tmp_path / "new").mkdir()
-    (tmp_path / "old").mkdir()
-    names = linear_vs_real_plots.save_figures(results, points, tmp_path / "new")
+    names = linear_vs_real_plots.save_figures(results, points, tmp_path)
     assert names == ["outputs.png", "loss.png", "scaling.png"]
-    with pytest.warns(DeprecationWarning, match="save_figures"):
-        paths = plot.save_linear_vs_real_figures(results, points, tmp_path / "old")
-    assert paths == [tmp_path / "old" / n for n in names]
-    for path in [tmp_path / "new" / n for n in names] + paths:
-        assert path.read_bytes()[:4] == PNG_MAGIC
+    for name in names:
+        assert (tmp_path / name).read_bytes()[:4] == PNG_MAGIC
 
 
 # The examples' figures, from the functions their main() calls.

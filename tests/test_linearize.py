@@ -4,9 +4,9 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import init_mlp, mlp_apply, nt_delta, nt_mlp_apply, nt_mlp_params
 
 import jaxdyn
-from helpers import init_mlp, mlp_apply, nt_delta, nt_mlp_apply, nt_mlp_params
 
 add = lambda a, b: jax.tree_util.tree_map(lambda u, v: u + v, a, b)  # noqa: E731
 scale = lambda s, a: jax.tree_util.tree_map(lambda u: s * u, a)  # noqa: E731

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-
 from helpers import flat_jacobian_ntk, hand_mlp, hand_ntk
+
 from jaxdyn.models import as_model, from_linen, from_nnx, from_stax
 
 F64 = jnp.float64

@@ -3,11 +3,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import (
+    StackedNTK,
+    explicit_ntk,
+    init_mlp,
+    kernel_cases,
+    mlp_apply,
+    nt_mlp_apply,
+    nt_mlp_params,
+)
 
 import jaxdyn
 from jaxdyn import nets
-from helpers import (StackedNTK, explicit_ntk, init_mlp, kernel_cases, mlp_apply, nt_mlp_apply,
-                     nt_mlp_params)
 
 METHODS = ["jacobian", "ntvp", "auto"]
 

@@ -4,11 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import StackedNTK, kernel_cases
 
 import jaxdyn
 from jaxdyn import nets
 from jaxdyn.structure import LinearLayer
-from helpers import StackedNTK, kernel_cases
 
 
 def conv_net(padding, strides, b_std, parameterization, pool):

@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from helpers import traced_jacobian_ntk
 
 import jaxdyn
-from helpers import traced_jacobian_ntk
 from jaxdyn import structure as jstructure
 from jaxdyn.models import from_linen, from_nnx
 

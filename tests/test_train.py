@@ -4,10 +4,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import init_mlp, mlp_apply
 
 import jaxdyn
 from jaxdyn import train
-from helpers import init_mlp, mlp_apply
 
 
 @pytest.fixture(scope="module")

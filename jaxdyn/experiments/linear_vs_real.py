@@ -160,12 +160,18 @@ def run_point(settings: Settings, data, width: int, seed: int) -> dict[str, Any]
     optimizer, kind = _optimizer(settings)
     run = dict(optimizer=optimizer, steps=settings.steps, record_every=settings.record_every,
                x_test=xt, y_test=yt)
+    # The critical rate of plain GD on the initial NTK, reported; for sgd (with or without
+    # momentum) trajectory is told it too, so a rate above it warns before training starts.
+    critical = float(jaxdyn.dynamics.mse(jaxdyn.empirical_ntk(apply, params0, x), y)
+                     .critical_learning_rate)
+    if kind is not None:
+        beta = settings.momentum if kind == "momentum" else 0.0
+        run.update(learning_rate=settings.learning_rate, critical_learning_rate=critical * (1 + beta))
     net = jaxdyn.trajectory(apply, params0, x, y, kernel_every=settings.steps, keep_params=False,
                             **run)
     lin = jaxdyn.trajectory(apply, params0, x, y, linearize=True, **run)
     closed = closed_loss = None
     theta = net.ntk[0]
-    critical = float(jaxdyn.dynamics.mse(theta, y).critical_learning_rate)
     if kind is not None:
         theta_test = jaxdyn.empirical_ntk(apply, params0, xt, x)
         predict = jaxdyn.dynamics.mse(theta, y, learning_rate=settings.learning_rate, kind=kind,
