@@ -1,4 +1,4 @@
-"""Tests for jaxdyn.models: linen / nnx / stax adapters and as_model dispatch."""
+"""Tests for jaxdyn.adapters: linen / nnx / stax adapters and as_model dispatch."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 from helpers import flat_jacobian_ntk, hand_mlp, hand_ntk
 
-from jaxdyn.models import as_model, from_linen, from_nnx, from_stax
+from jaxdyn.adapters import as_model, from_linen, from_nnx, from_stax
 
 F64 = jnp.float64
 D_IN, WIDTH, K_OUT, N = 3, 7, 2, 5

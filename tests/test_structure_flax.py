@@ -1,5 +1,7 @@
 """The linear structure (`jaxdyn.structure`) that from_linen / from_nnx put on flax models.
 
+The adapters live in `jaxdyn.adapters`; the discovery of the structure in `jaxdyn._flax_structure`.
+
 References are independent of the structure: `apply_fn` itself, `jax.jacrev` of `apply_fn`
 with respect to `params`, and `empirical_ntk(..., method="jacobian")`.
 """
@@ -15,7 +17,7 @@ from helpers import traced_jacobian_ntk
 
 import jaxdyn
 from jaxdyn import structure as jstructure
-from jaxdyn.models import from_linen, from_nnx
+from jaxdyn.adapters import from_linen, from_nnx
 
 F64 = jnp.float64
 D_IN, K_OUT, N = 3, 2, 5
