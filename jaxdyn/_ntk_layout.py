@@ -81,5 +81,9 @@ def contract(j1: jax.Array, j2: jax.Array, layout: Layout) -> jax.Array:
     """`(n1, *out, p), (n2, *out, p) -> (n1, n2, *pairs)`: sum over `p`, mean over the traced
     output axes."""
     c1, c2, pairs = layout.einsum_letters()
-    k = jnp.einsum(f"i{c1}z,j{c2}z->ij{pairs}", j1, j2, precision=HIGHEST)
+    return traced_mean(jnp.einsum(f"i{c1}z,j{c2}z->ij{pairs}", j1, j2, precision=HIGHEST), layout)
+
+
+def traced_mean(k: jax.Array, layout: Layout) -> jax.Array:
+    """A kernel summed over the traced output axes, divided into their mean."""
     return k / layout.traced_size if layout.traced else k

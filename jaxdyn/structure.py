@@ -13,7 +13,7 @@ A model advertises this by carrying a `LinearStructure` as `apply_fn.linear_stru
 Dense/Linear layers. Anyone can set it on their own `apply_fn` (see `LinearStructure`).
 
 Example:
-  >>> structure = jaxdyn.structure.get(apply_fn)     # None if the model has none
+  >>> structure = jaxdyn.structure.of(apply_fn)      # None if the model has none
   >>> [layer.conv is None for layer in structure.layers(params)]
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import jax
 
-__all__ = ["ConvSpec", "LinearLayer", "LinearStructure", "Tap", "get"]
+__all__ = ["ConvSpec", "LinearLayer", "LinearStructure", "Tap", "get", "of"]
 
 PyTree = Any
 Tap = Callable[[int, jax.Array, jax.Array], jax.Array]
@@ -72,9 +72,15 @@ class LinearStructure(Protocol):
     def apply(self, params: PyTree, x: jax.Array, tap: Tap) -> jax.Array: ...
 
 
-def get(apply_fn: Any) -> LinearStructure | None:
-    """`apply_fn.linear_structure` if it is a `LinearStructure`, else None."""
+def of(apply_fn: Any) -> LinearStructure | None:
+    """The linear structure of a model: `apply_fn.linear_structure` if it is a
+    `LinearStructure`, else None."""
     structure = getattr(apply_fn, "linear_structure", None)
     if isinstance(structure, LinearStructure):
         return structure
     return None
+
+
+get = of
+"""The former name of `of` (kept so existing code works; `get=` elsewhere in jaxdyn selects
+kernels, which this does not)."""

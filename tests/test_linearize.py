@@ -52,8 +52,9 @@ def test_second_order_equals_explicit_hessian():
     flat0, unravel = jax.flatten_util.ravel_pytree(params)
     dflat, _ = jax.flatten_util.ravel_pytree(delta)
     f = lambda v: mlp_apply(unravel(v), x)[:, 0]  # noqa: E731
-    hess = jax.hessian(f)(flat0)                   # (n, P, P)
-    ref = f(flat0) + jax.jacfwd(f)(flat0) @ dflat + 0.5 * jnp.einsum("npq,p,q->n", hess, dflat, dflat)
+    hess = jax.jit(jax.hessian(f))(flat0)          # (n, P, P); jitted: op-by-op is slower
+    jac = jax.jit(jax.jacfwd(f))(flat0)            # (n, P)
+    ref = f(flat0) + jac @ dflat + 0.5 * jnp.einsum("npq,p,q->n", hess, dflat, dflat)
     f2 = jaxdyn.taylor_expand(mlp_apply, params, 2)
     np.testing.assert_allclose(f2(add(params, delta), x)[:, 0], ref, rtol=1e-12)
 

@@ -1,0 +1,140 @@
+"""The structured empirical NTK: the kernel of a model with a `jaxdyn.structure.LinearStructure`
+from per-layer factors, without any per-parameter Jacobian.
+
+A Dense layer's per-example gradient is an outer product, so its NTK part is
+`(c_W^2 H_l H_l'^T + c_b^2) * (G_l G_l'^T)` from the layer inputs `H_l` and the output
+gradients `G_l`: `k` batch vjps and matrix products. A Conv layer's per-example weight
+gradient is `patches^T G_l`, contracted directly (its weights are few; its positions many).
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxdyn import batching
+from jaxdyn import structure as jaxdyn_structure
+from jaxdyn._ntk_layout import HIGHEST, ApplyFn, Layout, contract
+
+PyTree = Any
+Groups = dict[str, list[int]]
+
+# From this many examples, the Gram of x with itself is computed from blocks i <= j only.
+SYMMETRIC_MIN_N = 1024
+
+
+def model_structure(apply_fn: ApplyFn, params: PyTree) -> tuple[Any, str | None]:
+    """`(structure, problem)`: the model's `LinearStructure` (or None) and, if it cannot serve
+    `params`, why not."""
+    structure = jaxdyn_structure.of(apply_fn)
+    if structure is None:
+        return None, ("`apply_fn` has no `linear_structure` attribute (see jaxdyn.structure): "
+                      "it is not a jaxdyn.nets serial network of Dense/Conv layers and "
+                      "per-example layers, nor a flax model of Dense layers, passed as is")
+    n_leaves = len(jax.tree_util.tree_leaves(params))
+    covered = []
+    for layer in structure.layers(params):
+        covered += [layer.w_leaf] + ([] if layer.b_leaf is None else [layer.b_leaf])
+    if sorted(covered) != list(range(n_leaves)):
+        return None, (f"its linear layers use parameter leaves {sorted(covered)}, but params "
+                      f"has leaves 0..{n_leaves - 1}: every leaf must belong to exactly one layer")
+    return structure, None
+
+
+def linear_factors(structure, params, x, layout: Layout) -> list[dict[str, jax.Array | None]]:
+    """Per linear layer, what its NTK part is made of (examples first, then outputs):
+
+    - Dense: `{"h": (n, fan_in) layer inputs, "g": (n, *out, width) output gradients}`;
+    - Conv: `{"w": (n, *out, fh fw C width) per-example weight gradients,
+      "b": (n, *out, width) bias gradients or None}` (unscaled by `c_W`, `c_b`).
+    """
+    layers = structure.layers(params)
+    n = x.shape[0]
+    # The widest dtype: the probes' cotangents are then exact casts of the layers' gradients.
+    dtype = jnp.result_type(x.dtype, *(leaf.dtype for leaf in jax.tree_util.tree_leaves(params)))
+    shapes = []
+
+    def record(l, h, z):
+        shapes.append(z.shape)
+        return z
+    jax.eval_shape(lambda p, u: structure.apply(p, u, record), params, x)
+    if len(shapes) != len(layers):
+        raise ValueError(f"The model's linear_structure.apply called `tap` {len(shapes)} times, "
+                         f"but its layers() lists {len(layers)} layers; they must agree.")
+    probes = [jnp.zeros(shape, dtype) for shape in shapes]
+
+    def run(ps):
+        inputs = []
+
+        def tap(l, h, z):
+            inputs.append(h)
+            return z + ps[l].astype(z.dtype)    # cast: a wider probe must not widen the pass
+        return structure.apply(params, x, tap), inputs
+    _, vjp_fn, inputs = jax.vjp(run, probes, has_aux=True)
+    # Examples do not interact, so one batch vjp with output a selected for every example
+    # gives each example's own gradient of f_a.
+    basis = jnp.eye(layout.out_size, dtype=dtype).reshape((layout.out_size, 1, *layout.out_shape))
+    (grads,) = jax.vmap(vjp_fn)(jnp.broadcast_to(basis, (layout.out_size, n, *layout.out_shape)))
+    out = []
+    for layer, h, g in zip(layers, inputs, grads):
+        g = jnp.moveaxis(g, 0, 1)                     # (n, out_size, *z shape)
+        if layer.conv is None:
+            out.append({"h": h, "g": g.reshape((n, *layout.out_shape, g.shape[-1]))})
+            continue
+        spec = layer.conv
+        patches = jax.lax.conv_general_dilated_patches(
+            h, spec.filter_shape, spec.strides, spec.padding,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=HIGHEST)
+        patches = patches.reshape((n, -1, patches.shape[-1]))           # (n, S, fh fw C)
+        g = g.reshape((n, layout.out_size, -1, g.shape[-1]))            # (n, k, S, width)
+        # The weight gradient of a convolution is the sum over positions of patch x gradient;
+        # the patch feature order differs from HWIO, which inner products do not see.
+        w = jnp.einsum("nsp,nasc->napc", patches, g, precision=HIGHEST)
+        out.append({"w": w.reshape((n, *layout.out_shape, -1)),
+                    "b": None if layer.b_leaf is None else
+                    jnp.sum(g, axis=2).reshape((n, *layout.out_shape, g.shape[-1]))})
+    return out
+
+
+def linear_gram(layers, f1, f2, layout: Layout, groups: Groups) -> dict[str, jax.Array]:
+    """`{group: kernel (n1, n2, *pairs)}` from the factors of x1 and x2."""
+    part = {}
+    for layer, a, b in zip(layers, f1, f2):
+        if layer.conv is None:
+            gram_g = contract(a["g"], b["g"], layout)                      # (n1, n2, *pairs)
+            gram_h = jnp.einsum("iz,jz->ij", a["h"], b["h"], precision=HIGHEST)
+            gram_h = gram_h.reshape(gram_h.shape + (1,) * (gram_g.ndim - 2))
+            part[layer.w_leaf] = layer.c_W ** 2 * gram_h * gram_g
+            if layer.b_leaf is not None:
+                part[layer.b_leaf] = layer.c_b ** 2 * gram_g
+        else:
+            part[layer.w_leaf] = layer.c_W ** 2 * contract(a["w"], b["w"], layout)
+            if layer.b_leaf is not None:
+                part[layer.b_leaf] = layer.c_b ** 2 * contract(a["b"], b["b"], layout)
+    return {name: sum(part[i] for i in idx) for name, idx in groups.items()}
+
+
+def structured_kernels(apply_fn: ApplyFn, params: PyTree, x1: jax.Array, x2: jax.Array | None,
+                       layout: Layout, groups: Groups, b: int,
+                       gather: Callable[[PyTree], PyTree] | None = None) -> dict[str, jax.Array]:
+    """`{group: kernel (n1, n2, *pairs)}`: factors once per block of `b` rows, then Grams per
+    block of x1 rows against all of x2 (for x2 None, i.e. x1 with itself, from n >=
+    `SYMMETRIC_MIN_N` on: per block pair i <= j only).
+
+    `gather` (inside `batching.shard_rows`) assembles x2's factors from every device's rows.
+    """
+    structure = jaxdyn_structure.of(apply_fn)
+    layers = structure.layers(params)
+    factors = functools.partial(linear_factors, structure, params, layout=layout)
+    gram = functools.partial(linear_gram, layers, layout=layout, groups=groups)
+    f1 = batching.map_rows(factors, x1, b)
+    if x2 is None and gather is None and x1.shape[0] >= SYMMETRIC_MIN_N:
+        # at least 4 block rows, so that at most 5/8 of the block pairs are computed
+        return batching.map_upper(gram, f1, min(b, -(-x1.shape[0] // 4)))
+    f2 = f1 if x2 is None else batching.map_rows(factors, x2, b)
+    if gather is not None:
+        f2 = gather(f2)
+    return batching.map_rows(lambda f: gram(f, f2), f1, b)
