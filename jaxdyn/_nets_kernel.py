@@ -1,5 +1,6 @@
 """The `KernelFn` object behind every `jaxdyn.nets` layer: checks the inputs, compiles the
-layer recursions once per input shape, and evaluates them in blocks on request.
+layer recursions once per input shape, and evaluates them in blocks on request (with
+`jaxdyn.batching`, as the empirical NTK is).
 
 `jaxdyn.nets` builds the `transform` each `KernelFn` wraps (a map on
 `jaxdyn.infinite.KernelState`s, composed by the combinators); this module reads the kernels
@@ -14,7 +15,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxdyn import infinite
+from jaxdyn import batching, infinite
 from jaxdyn._checks import check_array, check_batch_size, check_inputs
 from jaxdyn.infinite import GETS, Kernel, KernelState
 
@@ -52,7 +53,8 @@ class KernelFn:
           get: "nngp", "ntk", or a tuple of them.
           batch_size: if set, evaluate blocks of `batch_size` rows of x1 by `batch_size` rows
             of x2 under `lax.map` (memory bounded by a block; results equal the unblocked
-            ones, since each entry only needs its own pair and their diagonals).
+            ones, since each entry only needs its own pair and their diagonals). For
+            `x2=None` only the blocks on and above the diagonal are evaluated.
         Returns:
           for a string `get`, one array `(n1, n2)` (or `(n1, n2, H, H', W, W')` for networks
           ending on a spatial layer); for a tuple, a NamedTuple with those fields
@@ -99,32 +101,21 @@ class KernelFn:
         # reproduce the unblocked values.
         k0 = infinite.inputs_to_kernel(x1, x2)
         n1, n2 = k0.nngp.shape[:2]
-        b1, b2 = -(-n1 // bs), -(-n2 // bs)
-        # pad by repeating example 0 (zeros would give zero variances and 0/0)
-        idx1 = jnp.concatenate([jnp.arange(n1), jnp.zeros(b1 * bs - n1, int)]).reshape(b1, bs)
-        idx2 = jnp.concatenate([jnp.arange(n2), jnp.zeros(b2 * bs - n2, int)]).reshape(b2, bs)
 
-        def block(ij):
-            i1, i2 = idx1[ij[0]], idx2[ij[1]]
+        def block(i1, i2):  # index blocks (b1,), (b2,) of x1 and x2
             kb = k0._replace(cov1=k0.cov1[i1], cov2=k0.cov2[i2], nngp=k0.nngp[i1][:, i2],
                              ntk=k0.ntk[i1][:, i2], sym=False)
             if not k0.sym:
                 return self._readout(kb)
-            # x2 = x1: blocks on the diagonal are kernels of a batch with itself, computed
-            # exactly as the unblocked diagonal is (see KernelState.sym).
-            return jax.lax.cond(ij[0] == ij[1], lambda: self._readout(kb._replace(sym=True)),
+            # x2 = x1: blocks on the diagonal (the same first row) are kernels of a batch with
+            # itself, computed exactly as the unblocked diagonal is (see KernelState.sym).
+            return jax.lax.cond(i1[0] == i2[0], lambda: self._readout(kb._replace(sym=True)),
                                 lambda: self._readout(kb))
 
-        g1, g2 = jnp.meshgrid(jnp.arange(b1), jnp.arange(b2), indexing="ij")
-        out = jax.lax.map(block, (g1.reshape(-1), g2.reshape(-1)))
-
-        def unblock(a):  # (b1*b2, bs, bs, *rest) -> (n1, n2, *rest)
-            rest = a.shape[3:]
-            a = a.reshape((b1, b2, bs, bs, *rest))
-            a = jnp.moveaxis(a, 2, 1).reshape((b1 * bs, b2 * bs, *rest))
-            return a[:n1, :n2]
-
-        return unblock(out[0]), unblock(out[1])
+        rows1 = jnp.arange(n1)
+        if k0.sym:  # a symmetric kernel: the blocks i <= j, the others are their transposes
+            return batching.map_upper(block, rows1, bs)
+        return batching.map_pairs(block, rows1, jnp.arange(n2), bs, bs)
 
 
 # --------------------------------------------------------------------------- checks
@@ -170,6 +161,5 @@ def _check_inputs(x1, x2) -> tuple[jax.Array, jax.Array | None]:
 
 
 def _symmetrize(a: jax.Array) -> jax.Array:
-    # (n, n, H, H', W, W') -> swap the two examples and each position pair
-    perm = [1, 0] + [i + d for i in range(2, a.ndim, 2) for d in (1, 0)]
-    return (a + jnp.transpose(a, perm)) / 2
+    # (n, n, H, H', W, W'): the mean of the kernel and its transpose
+    return (a + batching.transpose_pairs(a)) / 2

@@ -280,25 +280,20 @@ def _check_stax(model: Any, name: str) -> tuple[Callable[..., Any], Callable[...
     Raises:
       TypeError: if `model` is not a tuple of 2 or 3 callables.
     """
-    # The message keeps its "from_stax: `model`" wording, which tests match on.
     if not isinstance(model, tuple) or len(model) not in (2, 3):
         what = f"a {type(model).__name__} of length {len(model)}" if isinstance(
             model, (tuple, list)
         ) else type(model).__qualname__
-        raise TypeError(
-            f"{name} must be a tuple (init_fn, apply_fn) or (init_fn, apply_fn, "
-            f"kernel_fn) of callables, as returned by neural_tangents.stax; got {what}."
-        )
+        fail(name, "a tuple (init_fn, apply_fn) or (init_fn, apply_fn, kernel_fn) of callables, "
+             "as returned by neural_tangents.stax", what, TypeError)
     not_callable = [
         f"{role}={type(fn).__qualname__}"
         for role, fn in zip(("init_fn", "apply_fn", "kernel_fn"), model)
         if not callable(fn)
     ]
     if not_callable:
-        raise TypeError(
-            f"{name} must hold callables (init_fn, apply_fn[, kernel_fn]); got "
-            f"non-callable {', '.join(not_callable)}."
-        )
+        fail(name, "a tuple of callables (init_fn, apply_fn[, kernel_fn])",
+             f"non-callable {', '.join(not_callable)}", TypeError)
     return model[0], model[1]
 
 
@@ -337,7 +332,7 @@ def from_stax(
       >>> apply_fn(params, jnp.ones((4, 3))).shape
       (4, 2)
     """
-    init_fn, stax_apply_fn = _check_stax(model, "from_stax: `model`")
+    init_fn, stax_apply_fn = _check_stax(model, "from_stax(model)")
     if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence) or not all(
         isinstance(s, int) for s in input_shape
     ):

@@ -43,7 +43,7 @@ def pad_rows(x: jax.Array, multiple: int) -> jax.Array:
 def blocks(rows: PyTree, b: int) -> PyTree:
     """Each leaf `(n, ...) -> (ceil(n / b), b, ...)`, the last block padded (`pad_rows`)."""
     def split(a):
-        a = pad_rows(a, b)
+        a = jnp.asarray(pad_rows(a, b))
         return a.reshape((a.shape[0] // b, b, *a.shape[1:]))
     return jax.tree_util.tree_map(split, rows)
 

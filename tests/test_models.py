@@ -336,7 +336,7 @@ def test_stax_apply_kwargs_forwarded():
     ],
 )
 def test_stax_errors(bad):
-    with pytest.raises(TypeError, match="from_stax: `model`"):
+    with pytest.raises(TypeError, match=r"`from_stax\(model\)` must be a tuple"):
         from_stax(bad, jax.random.key(0), (-1, D_IN))
 
 

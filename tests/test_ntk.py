@@ -255,7 +255,8 @@ def check_structured(mlp, depth, k, act, parameterization, cases):
     ref = StackedNTK(apply_fn, params, x1, x2)     # one Jacobian compilation for every case
     for trace_axes, with_x2, batch_size in cases:
         k_s = jaxdyn.empirical_ntk(apply_fn, params, x1, x2 if with_x2 else None,
-                                   trace_axes=trace_axes, method="structured", batch_size=batch_size)
+                                   trace_axes=trace_axes, method="structured",
+                                   batch_size=batch_size)
         want = ref(trace_axes, with_x2)
         assert k_s.shape == want.shape
         np.testing.assert_allclose(k_s, want, rtol=1e-12, atol=1e-12)
@@ -271,11 +272,14 @@ HALF_FRACTION = [(depth, k, act, parameterization) for depth in [1, 3] for k in 
 
 @pytest.mark.parametrize("depth, k, act, parameterization", HALF_FRACTION)
 def test_structured_equals_jacobian(mlp, depth, k, act, parameterization):
-    """Half of the networks, each with half of the (trace_axes, x2, batch_size) product: an
-    orthogonal array of 4 cases, the two halves alternating with (depth, k) so that each
-    case runs with every value of every network axis (the slow twin runs 16 x 8)."""
-    half = ((depth == 3) + (k == 3)) % 2
-    check_structured(mlp, depth, k, act, parameterization, kernel_cases(3, half=half))
+    """Half of the networks, each with 2 complementary (trace_axes, x2, batch_size) cases
+    (every option flipped). The half fraction is 4 pairs of complementary networks (every
+    axis flipped); both networks of a pair run the same 2 cases and the 4 pairs run all 8,
+    so every case runs with both values of every network axis, and every network with both
+    values of every option (the slow twin runs 16 networks x 8 cases)."""
+    i = HALF_FRACTION.index((depth, k, act, parameterization))
+    pair, cases = min(i, 7 - i), kernel_cases(3)     # cases[7 - j] is cases[j] flipped
+    check_structured(mlp, depth, k, act, parameterization, [cases[pair], cases[7 - pair]])
 
 
 @pytest.mark.slow
@@ -298,19 +302,36 @@ def _jacobian_groups(groups, x1, x2):
     return _GROUP_REFS[groups]
 
 
-@pytest.mark.parametrize("groups", [None, 2, lambda path: path[-1]])
-@pytest.mark.parametrize("batch_size", [None, 4])
-def test_structured_groups_equal_jacobian_groups(mlp, groups, batch_size):
-    """Default (per layer), per leaf and W-vs-b groupings all split the kernel exactly."""
+GROUPINGS = [None, 2, lambda path: path[-1]]
+
+
+def check_structured_groups(mlp, groups, batch_size, traces):
     apply_fn, params = nets_mlp(2, 3, nets.Erf, "ntk")
     _, x1, x2 = mlp
-    for trace_axes in [(-1,), ()]:
+    for trace_axes in traces:
         parts = jaxdyn.ntk_by_group(apply_fn, params, x1, x2, groups=groups, trace_axes=trace_axes,
                                     method="structured", batch_size=batch_size)
         ref = _jacobian_groups(groups, x1, x2).parts(trace_axes)
         assert list(parts) == list(ref)
         for name in ref:
             np.testing.assert_allclose(parts[name], ref[name], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("groups", GROUPINGS)
+@pytest.mark.parametrize("batch_size", [None, 4])
+def test_structured_groups_equal_jacobian_groups(mlp, groups, batch_size):
+    """Default (per layer), per leaf and W-vs-b groupings all split the kernel exactly.
+    Traced or full kernel alternating, so that each grouping and each batch size meets both
+    (the slow twin checks both everywhere)."""
+    traced = (GROUPINGS.index(groups) + (batch_size is None)) % 2 == 0
+    check_structured_groups(mlp, groups, batch_size, [(-1,) if traced else ()])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("groups", GROUPINGS)
+@pytest.mark.parametrize("batch_size", [None, 4])
+def test_structured_groups_equal_jacobian_groups_both_traces(mlp, groups, batch_size):
+    check_structured_groups(mlp, groups, batch_size, [(-1,), ()])
 
 
 def test_structured_nested_serial_flatten_and_no_bias():
@@ -321,12 +342,11 @@ def test_structured_nested_serial_flatten_and_no_bias():
     x1 = jax.random.normal(jax.random.PRNGKey(1), (5, 2, 3, 1))
     x2 = jax.random.normal(jax.random.PRNGKey(2), (4, 2, 3, 1))
     assert jaxdyn.ntk_cost(apply_fn, params, x1, x2).method == "structured"
+    stacked = StackedNTK(apply_fn, params, x1, x2)     # method="jacobian" on [x1; x2]
     for trace_axes in [(-1,), ()]:
         k_s = jaxdyn.empirical_ntk(apply_fn, params, x1, x2, trace_axes=trace_axes,
                                    method="structured")
-        ref = jaxdyn.empirical_ntk(apply_fn, params, x1, x2, trace_axes=trace_axes,
-                                   method="jacobian")
-        np.testing.assert_allclose(k_s, ref, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(k_s, stacked(trace_axes), rtol=1e-12, atol=1e-12)
 
 
 def test_structured_float32():

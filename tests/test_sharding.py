@@ -48,7 +48,9 @@ SCRIPT = textwrap.dedent("""
     OPTIONS = [{}, {"trace_axes": ()}, {"batch_size": 2}]
     if sys.argv[1] == "full":
         cases = list(itertools.product(METHODS, [True, False], OPTIONS))
-    else:   # x2 given for (method i, option j) when i + j is even, except (ntvp, batch_size)
+    else:
+        # x2 given for (method i, option j) when i + j is even, except (ntvp, batch_size):
+        # then every method and every option runs with x2 and with None
         cases = [(m, (i + j) % 2 == 0 and (i, j) != (2, 2), kw)
                  for i, m in enumerate(METHODS) for j, kw in enumerate(OPTIONS)]
     for method, with_x2, kw in cases:

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from helpers import traced_jacobian_ntk
+from helpers import StackedNTK, traced_jacobian_ntk
 
 import jaxdyn
 from jaxdyn import structure as jstructure
@@ -171,9 +171,9 @@ def test_bias_free_layer_has_no_bias_leaf():
 def test_structured_ntk_equals_jacobian_ntk(name):
     apply_fn, params = structured(name)
     x1, x2 = _x(7), _x(8, (4, D_IN))
+    ref = StackedNTK(apply_fn, params, x1, x2)   # method="jacobian" on [x1; x2], sliced
     for trace_axes, args in [((-1,), (x1,)), ((), (x1, x2))]:
-        want = jaxdyn.empirical_ntk(apply_fn, params, *args, trace_axes=trace_axes,
-                                    method="jacobian")
+        want = ref(trace_axes, with_x2=len(args) == 2)
         got = jaxdyn.empirical_ntk(apply_fn, params, *args, trace_axes=trace_axes,
                                    method="structured")
         assert got.shape == want.shape
