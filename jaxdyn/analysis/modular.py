@@ -30,8 +30,10 @@ frequency, `a^ac + b^bc = (1 + i) / (2 d)` at each), all of it from
 an output term constant in (a, b), which one extra neuron (`W_a` row of ones, `W_b` row of
 zeros, `W_c` column cancelling it; no frequency k >= 1 on `W_a`) removes (`construct(...,
 compensate=True)`). Perfect memorization (`memorization`) is the order-d^2 optimizer, one neuron
-per pair. These closed forms were derived here from the loss decomposition and checked against
-the authors' published classifier (`factorize_sol.py`); the paper's own text was not reachable.
+per pair. These closed forms were derived here from the loss decomposition (the paper's text
+past its abstract was not reachable); the factor forms are the patterns the authors' classifier
+(`cogo/factorize_sol.py` in facebookresearch/luckmatters) tests for, and the tests check every
+claim numerically.
 
 Parameters are `{"W_a": (width, d), "W_b": (width, d), "W_c": (d, width)}` (PyTorch Linear
 layout: `(out, in)`). Everything except `factorize` (host-side, a search over permutations) is
@@ -39,17 +41,26 @@ pure and jit/vmap-able; value checks (indices inside Z_d) run on concrete inputs
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxdyn._checks import (check_array, check_float, check_int, check_params, describe, fail,
-                            is_concrete)
+from jaxdyn._checks import (
+    check_array,
+    check_float,
+    check_int,
+    check_params,
+    describe,
+    fail,
+    is_concrete,
+)
 
 Array = Any
 Params = dict
@@ -129,13 +140,22 @@ def quadratic_net(d: int, width: int) -> tuple[Callable, Callable]:
     d = _check_d("quadratic_net(d)", d)
     width = check_int("quadratic_net(width)", width, minimum=1)
 
-    def init_fn(key: Array, dtype: Any = None) -> Params:
-        dtype = dtype or jnp.zeros(()).dtype
+    @functools.partial(jax.jit, static_argnames="dtype")    # one compilation, not one per op
+    def _init(key: Array, dtype: Any) -> Params:
         ka, kb, kc = jax.random.split(key, 3)
         u = lambda k, shape, fan_in: jax.random.uniform(  # noqa: E731
             k, shape, dtype, -1.0 / math.sqrt(fan_in), 1.0 / math.sqrt(fan_in))
         return {"W_a": u(ka, (width, d), d), "W_b": u(kb, (width, d), d),
                 "W_c": u(kc, (d, width), width)}
+
+    def init_fn(key: Array, dtype: Any = None) -> Params:
+        return _init(key, np.dtype(dtype or jnp.zeros(()).dtype))
+
+    @jax.jit
+    def _forward(params: Params, pairs: Array) -> Array:
+        h = jnp.take(params["W_a"], pairs[:, 0], axis=1) \
+            + jnp.take(params["W_b"], pairs[:, 1], axis=1)      # (width, n)
+        return (params["W_c"] @ (h * h)).T                      # (n, d)
 
     def apply_fn(params: Params, pairs: Array) -> Array:
         check_params("apply_fn(params)", params, "init_fn(key)", _ref_params(d, width))
@@ -143,10 +163,7 @@ def quadratic_net(d: int, width: int) -> tuple[Callable, Callable]:
         if pairs.shape[1] != 2:
             fail("apply_fn(pairs)", "an (n, 2) int array of pairs (a, b)",
                  f"shape {tuple(pairs.shape)}")
-        pairs = _check_indices("apply_fn(pairs)", pairs, d)
-        h = jnp.take(params["W_a"], pairs[:, 0], axis=1) \
-            + jnp.take(params["W_b"], pairs[:, 1], axis=1)      # (width, n)
-        return (params["W_c"] @ (h * h)).T                      # (n, d)
+        return _forward(params, _check_indices("apply_fn(pairs)", pairs, d))
 
     return init_fn, apply_fn
 
@@ -186,6 +203,12 @@ def projected_mse(outputs: Array, a: Array, b: Array, d: int) -> Array:
       A scalar.
     """
     d, a, b = _check_outputs_pairs("projected_mse", outputs, a, b, d)
+    return _projected_mse(outputs, a, b)
+
+
+@jax.jit
+def _projected_mse(outputs: Array, a: Array, b: Array) -> Array:
+    d = outputs.shape[1]
     target = (jnp.arange(d)[None, :] == ((a + b) % d)[:, None]).astype(outputs.dtype)
     r = outputs - jnp.mean(outputs, axis=1, keepdims=True) - (target - 1.0 / d)
     return jnp.mean(jnp.sum(r * r, axis=1))
@@ -276,8 +299,14 @@ def frequency_orders(params: Params, *, threshold: float = 0.05) -> FrequencyOrd
     d, _ = _check_net_params("frequency_orders(params)", params)
     _check_d("frequency_orders(params['W_a'].shape[1])", d)
     threshold = check_float("frequency_orders(threshold)", threshold, minimum=0)
-    k_max = (d - 1) // 2
-    mag = jnp.abs(fourier_coefficients(params["W_a"]))[:, : k_max + 1]   # (width, K + 1)
+    check_array("frequency_orders(params['W_a'])", params["W_a"], ndim=2, kinds="f")
+    return _frequency_orders(params["W_a"], threshold)
+
+
+@jax.jit
+def _frequency_orders(w_a: Array, threshold: Array) -> FrequencyOrders:
+    k_max = (w_a.shape[1] - 1) // 2
+    mag = jnp.abs(fourier_coefficients(w_a))[:, : k_max + 1]            # (width, K + 1)
     orders = jnp.sum(mag[:, 1:] > threshold, axis=0)
     best = jnp.argmax(mag, axis=1)
     assignment = jnp.where(jnp.max(mag, axis=1) > threshold, best, -1)
@@ -473,6 +502,8 @@ _KILLS = {   # factor name -> the monomials it must kill (checked in this order)
     "nu": ("aac", "bbc"),
     "xi": ("^a^bc",),
     "syn": ("^abc", "a^bc", "^a^bc", "^a^ac", "^b^bc", "a^ac", "b^bc"),
+    # what an order-3 partner of z_{nu=i} must kill (the authors' "order-3-syn-ab")
+    "syn-ab": ("^a^bc", "a^ac", "b^bc"),
 }
 
 
@@ -492,7 +523,7 @@ def _factor_type(f: np.ndarray, tolerance: float, kills: set[str] | None = None)
         return "degenerate"
     # xi before nu: z_xi at xi = exp(i pi / 4) is also a z_nu; the piece of an order-4
     # solution is the one that kills ^a^bc
-    names = ("nu=i", "xi", "nu") if f.shape[1] == 2 else ("syn",)
+    names = ("nu=i", "xi", "nu") if f.shape[1] == 2 else ("syn", "syn-ab")
     return next((n for n in names if set(_KILLS[n]) <= kills), "other")
 
 
@@ -513,8 +544,9 @@ class Factorization(NamedTuple):
       factor_other: `(3, q // 2)` complex, the other factor: the first grid row itself, so
         `factor2[:, i] * factor_other[:, j]` is neuron `neurons[i * (q // 2) + j]`'s
         `(alpha, beta, gamma)` up to the sign of (alpha, beta) (and the fitting error).
-      types: the factors' types by the monomials they kill: "nu=i", "nu", "xi" (order 2),
-        "syn" (order 3), "other"; for "2x2" sorted.
+      types: the factors' types by the monomials they kill: "nu=i", "xi", "nu" (order 2),
+        "syn", "syn-ab" (order 3; "syn-ab" kills ^a^bc, a^ac, b^bc, what a partner of
+        z_{nu=i} needs), "other", "degenerate" (abc = 0); for "2x2" sorted.
     """
     k: int
     neurons: np.ndarray

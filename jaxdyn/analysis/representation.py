@@ -205,7 +205,8 @@ def solve_two_point(state0: Any, t: Any, eta_h: Any, eta_y: Any, dx2: Any, dy2: 
       rhs: the right-hand side `rhs(state, eta_h, eta_y, dx2, dy2) -> (3,)`, e.g. one of
         `NEGATIVE_CONTROLS`.
       rtol, atol: step-size tolerances; default 1e-10 / 1e-12 in float64, 1e-5 / 1e-7 in
-        float32.
+        float32. Much tighter ones can stall where `h` is large (`rtol=1e-12` at `h ~ 100`:
+        the implicit stages' Newton solves cannot converge below float64 rounding).
       max_steps: the most solver steps.
 
     Returns:
