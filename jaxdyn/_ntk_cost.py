@@ -76,7 +76,8 @@ def _forward_stats(apply_fn, params, x_example) -> tuple[float, float]:
             cost = cost[0] if cost else {}
         flops = float((cost or {}).get("flops", 0.0))
         memory = compiled.memory_analysis()
-        temp = float(getattr(memory, "temp_size_in_bytes", 0) or 0) / jnp.dtype(x_example.dtype).itemsize
+        temp_bytes = float(getattr(memory, "temp_size_in_bytes", 0) or 0)
+        temp = temp_bytes / jnp.dtype(x_example.dtype).itemsize
     except Exception:  # noqa: BLE001 - the analyses are best effort on every backend
         pass
     return max(flops, 2.0 * num_params), max(temp, float(math.prod(x_example.shape[1:])))

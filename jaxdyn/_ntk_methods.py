@@ -36,7 +36,8 @@ def jacobian_block(apply_fn: ApplyFn, params: PyTree, x1: jax.Array, x2: jax.Arr
     Jacobian is then computed once)."""
     jac1 = per_example_jacobian(apply_fn, params, x1, layout)
     jac2 = jac1 if x2 is None else per_example_jacobian(apply_fn, params, x2, layout)
-    return {name: sum(contract(jac1[i], jac2[i], layout) for i in idx) for name, idx in groups.items()}
+    return {name: sum(contract(jac1[i], jac2[i], layout) for i in idx)
+            for name, idx in groups.items()}
 
 
 def restrict(apply_fn: ApplyFn, params: PyTree, idx: list[int]):

@@ -172,10 +172,8 @@ def host_rows(fn: Callable[[jax.Array], PyTree], x: jax.Array, rows: int) -> PyT
         stop = min(start + rows, n)
         if out is None:
             out = jax.tree_util.tree_map(lambda a: np.empty((n, *a.shape[1:]), a.dtype), part)
-
-        def copy(dst, a):
+        for dst, a in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(part)):
             dst[start:stop] = np.asarray(a[:stop - start])
-        jax.tree_util.tree_map(copy, out, part)
     return out
 
 

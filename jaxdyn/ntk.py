@@ -38,10 +38,22 @@ import jax
 
 from jaxdyn import batching
 from jaxdyn import structure as jaxdyn_structure
-from jaxdyn._checks import (check_axes, check_batch_size, check_choice, check_finite, check_float,
-                            check_inputs, describe, fail, is_concrete)
-from jaxdyn._ntk_cost import NTKCost, cost as _cost, default_memory_budget as _default_memory_budget
-from jaxdyn._ntk_layout import ApplyFn, Layout, layout as _layout
+from jaxdyn._checks import (
+    check_axes,
+    check_batch_size,
+    check_choice,
+    check_finite,
+    check_float,
+    check_inputs,
+    describe,
+    fail,
+    is_concrete,
+)
+from jaxdyn._ntk_cost import NTKCost
+from jaxdyn._ntk_cost import cost as _cost
+from jaxdyn._ntk_cost import default_memory_budget as _default_memory_budget
+from jaxdyn._ntk_layout import ApplyFn, Layout
+from jaxdyn._ntk_layout import layout as _layout
 from jaxdyn._ntk_methods import BLOCKS
 from jaxdyn._ntk_structured import model_structure, structured_kernels
 
@@ -81,7 +93,8 @@ def _check_devices(devices):
         return None
     if isinstance(devices, str):
         if devices != "all":
-            raise ValueError(f"`devices` must be None, 'all' or a sequence of jax devices; got {devices!r}.")
+            raise ValueError(f"`devices` must be None, 'all' or a sequence of jax devices; "
+                             f"got {devices!r}.")
         return tuple(jax.devices())
     try:
         devs = tuple(devices)
@@ -109,7 +122,8 @@ def _path_names(path: tuple) -> tuple[str, ...]:
     return tuple(names)
 
 
-def param_groups(params: PyTree, groups: None | int | Callable[[tuple[str, ...]], str] = None) -> dict[str, list[int]]:
+def param_groups(params: PyTree, groups: None | int | Callable[[tuple[str, ...]], str] = None
+                 ) -> dict[str, list[int]]:
     """Assigns each parameter leaf to a named group (a layer, by default).
 
     Args:
@@ -138,7 +152,8 @@ def param_groups(params: PyTree, groups: None | int | Callable[[tuple[str, ...]]
     elif callable(groups):
         name_of = lambda p: str(groups(p))  # noqa: E731
     else:
-        raise TypeError(f"`groups` must be None, an int depth or a callable path -> name; got {groups!r}.")
+        raise TypeError(f"`groups` must be None, an int depth or a callable path -> name; "
+                        f"got {groups!r}.")
     out: dict[str, list[int]] = {}
     for i, p in enumerate(paths):
         out.setdefault(name_of(p), []).append(i)
@@ -197,7 +212,8 @@ class _Settings(NamedTuple):
 def _settings(apply_fn, trace_axes, method, batch_size, precision, groups, memory_budget,
               devices) -> _Settings:
     if not callable(apply_fn):
-        raise TypeError(f"`apply_fn` must be callable `apply_fn(params, x)`; got {type(apply_fn).__name__}.")
+        raise TypeError(f"`apply_fn` must be callable `apply_fn(params, x)`; "
+                        f"got {type(apply_fn).__name__}.")
     trace_axes = _check_trace_axes(trace_axes)
     check_choice("method", method, METHODS)
     if method == "structured" and jaxdyn_structure.of(apply_fn) is None:
