@@ -49,21 +49,23 @@ class Layout(NamedTuple):
 
 
 def layout(apply_fn: ApplyFn, params: PyTree, x1: jax.Array, trace_axes: tuple[int, ...]) -> Layout:
-    """The `Layout` of `apply_fn`'s outputs, from one abstract example of `x1`.
+    """The `Layout` of `apply_fn`'s outputs, from an abstract evaluation on `x1`.
 
     Raises:
       TypeError, ValueError: `apply_fn` refuses `params` / `x1`, returns something other than
         one array with the batch axis first, or `trace_axes` are not output axes.
     """
-    out = check_model_input(apply_fn, params, jax.ShapeDtypeStruct((1, *x1.shape[1:]), x1.dtype),
+    # The whole of x1, abstractly (no computation), so a refusal names the user's shape.
+    n = x1.shape[0] if x1.ndim else 1
+    out = check_model_input(apply_fn, params, jax.ShapeDtypeStruct(x1.shape, x1.dtype),
                             x_name="x1")
     if not isinstance(out, jax.ShapeDtypeStruct):
         raise TypeError(
             "`apply_fn(params, x)` must return a single array with the batch axis first; got "
             f"{jax.tree_util.tree_structure(out)}. Wrap it to return one array.")
-    if len(out.shape) < 1 or out.shape[0] != 1:
+    if len(out.shape) < 1 or out.shape[0] != n:
         raise ValueError(
-            f"`apply_fn(params, x)` must keep the batch axis first: a batch of 1 gave output "
+            f"`apply_fn(params, x)` must keep the batch axis first: a batch of {n} gave output "
             f"shape {tuple(out.shape)}.")
     ndim = len(out.shape)
     outputs = f"(n, {', '.join(map(str, out.shape[1:]))})"

@@ -216,11 +216,11 @@ def _without(params, name):
 def test_ntk_x_of_the_wrong_rank(net):
     params, x, _ = net
     with raises(ValueError, "`x1` must be an input that `apply_fn(params, x1)` accepts",
-                "got shape (1, 3, 1)", "dot_general"):
+                "got shape (6, 3, 1)", "dot_general"):   # the user's shape, not a probe's
         jaxdyn.empirical_ntk(dict_apply, params, x[:, :, None])
     with raises(ValueError, "`x1` must be an input", "dot_general"):
         jaxdyn.ntk_fn(dict_apply)(x[:, :, None], None, params)
-    with raises(ValueError, "`x1` must be an input", "got shape (1, 3, 1)"):
+    with raises(ValueError, "`x1` must be an input", "got shape (6, 3, 1)"):
         jaxdyn.ntk_cost(dict_apply, params, x[:, :, None])
 
 
@@ -231,7 +231,7 @@ def test_ntk_params_that_do_not_fit(net):
         jaxdyn.empirical_ntk(dict_apply, _without(params, "b1"), x)
     wide = {**params, "W1": jnp.ones((5, 16))}
     with raises(ValueError, "`x1` must be an input", "`params` from the same model",
-                "got shape (1, 3)"):
+                "got shape (6, 3)"):
         jaxdyn.empirical_ntk(dict_apply, wide, x)
 
 
