@@ -6,6 +6,7 @@ here imports jaxdyn or neural_tangents: the environment record comes from jaxdyn
 capture, `jaxdyn/results.py`, loaded by its file path (it needs only the standard library,
 numpy and jax), so both venvs record it the same way.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -20,10 +21,13 @@ import threading
 import time
 
 RESULT_TAG = "BENCH_RESULT "
-RESULTS_PY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jaxdyn",
-                          "results.py")
-LOAD_NOTE = ("Measured on a shared machine: other jobs (test suites) may have been running "
-             "concurrently, so timings can be inflated and noisy.")
+RESULTS_PY = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jaxdyn", "results.py"
+)
+LOAD_NOTE = (
+    "Measured on a shared machine: other jobs (test suites) may have been running "
+    "concurrently, so timings can be inflated and noisy."
+)
 
 # Full-size workloads (the ones the README table reports) and tiny ones for the smoke test.
 MLP_WIDTHS = (784, 512, 512, 512, 10)
@@ -33,6 +37,7 @@ TINY_CNN = {"hw": 6, "channels": 4, "out": 3}
 
 
 # --------------------------------------------------------------------------- models
+
 
 def build_model(name: str, n: int, tiny: bool, x64: bool, seed: int = 0):
     """Returns `(apply_fn, params, x, k_outputs, num_params)` for workload `name`."""
@@ -50,8 +55,10 @@ def build_model(name: str, n: int, tiny: bool, x64: bool, seed: int = 0):
 
     if name == "mlp":
         widths = TINY_MLP_WIDTHS if tiny else MLP_WIDTHS
-        params = [{"w": normal((fan_in, fan_out)), "b": 0.1 * normal((fan_out,))}
-                  for fan_in, fan_out in itertools.pairwise(widths)]
+        params = [
+            {"w": normal((fan_in, fan_out)), "b": 0.1 * normal((fan_out,))}
+            for fan_in, fan_out in itertools.pairwise(widths)
+        ]
 
         def apply_fn(p, x):
             h = x
@@ -75,8 +82,13 @@ def build_model(name: str, n: int, tiny: bool, x64: bool, seed: int = 0):
 
         def conv(h, layer):
             fan_in = layer["w"].shape[0] * layer["w"].shape[1] * layer["w"].shape[2]
-            out = lax.conv_general_dilated(h, layer["w"], window_strides=(1, 1), padding="SAME",
-                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            out = lax.conv_general_dilated(
+                h,
+                layer["w"],
+                window_strides=(1, 1),
+                padding="SAME",
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            )
             return out / np.sqrt(fan_in) + layer["b"][None, None, None, :]
 
         def apply_fn(p, x):
@@ -101,6 +113,7 @@ def contraction_flops(n1: int, n2: int, k: int, num_params: int) -> float:
 
 # --------------------------------------------------------------------------- worker side
 
+
 def peak_rss_mib() -> float:
     """Peak resident set size of this process in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -118,15 +131,29 @@ def block(out):
 def _kernel_checks(out) -> dict:
     """Shape, dtype, trace and finiteness of a kernel without a full-size temporary."""
     import numpy as np
+
     if isinstance(out, np.ndarray):
-        finite = all(bool(np.isfinite(out[i:i + 1024]).all()) for i in range(0, max(out.shape[0], 1), 1024))
+        finite = all(
+            bool(np.isfinite(out[i : i + 1024]).all()) for i in range(0, max(out.shape[0], 1), 1024)
+        )
         trace = float(np.trace(out)) if out.ndim == 2 else float(out.sum())
-        return {"kernel_shape": list(out.shape), "kernel_dtype": str(out.dtype),
-                "kernel_trace": trace, "finite": finite, "kernel_on_host": True}
+        return {
+            "kernel_shape": list(out.shape),
+            "kernel_dtype": str(out.dtype),
+            "kernel_trace": trace,
+            "finite": finite,
+            "kernel_on_host": True,
+        }
     import jax.numpy as jnp
+
     trace = float(jnp.trace(out)) if out.ndim == 2 else float(jnp.sum(out))
-    return {"kernel_shape": list(out.shape), "kernel_dtype": str(out.dtype), "kernel_trace": trace,
-            "finite": bool(jnp.isfinite(out).all()), "kernel_on_host": False}
+    return {
+        "kernel_shape": list(out.shape),
+        "kernel_dtype": str(out.dtype),
+        "kernel_trace": trace,
+        "finite": bool(jnp.isfinite(out).all()),
+        "kernel_on_host": False,
+    }
 
 
 def time_kernel(call, repeats: int) -> dict:
@@ -149,9 +176,16 @@ def time_kernel(call, repeats: int) -> dict:
     peak = peak_rss_mib()
     # With repeats=0 (workloads too slow to repeat) the first call, compile included, stands in.
     median = float(np.median(times)) if times else first
-    return {"first_call_s": first, "compile_s_est": max(first - median, 0.0) if times else None,
-            "times_s": times, "median_s": median, "min_s": min(times) if times else first,
-            "median_from_first_call": not times, "peak_rss_mib": peak, **_kernel_checks(out)}
+    return {
+        "first_call_s": first,
+        "compile_s_est": max(first - median, 0.0) if times else None,
+        "times_s": times,
+        "median_s": median,
+        "min_s": min(times) if times else first,
+        "median_from_first_call": not times,
+        "peak_rss_mib": peak,
+        **_kernel_checks(out),
+    }
 
 
 def emit(result: dict) -> None:
@@ -159,6 +193,7 @@ def emit(result: dict) -> None:
 
 
 # --------------------------------------------------------------------------- parent side
+
 
 def _rss_mib(pid: int) -> float | None:
     try:
@@ -178,7 +213,9 @@ def total_ram_gib() -> float:
         return 8.0
 
 
-def run_worker(cmd: list[str], timeout_s: float, max_rss_gib: float, env: dict | None = None) -> dict:
+def run_worker(
+    cmd: list[str], timeout_s: float, max_rss_gib: float, env: dict | None = None
+) -> dict:
     """Runs one workload in a fresh subprocess and returns its result dict.
 
     The parent polls the child's RSS: above `max_rss_gib` the child is killed and recorded as
@@ -195,8 +232,10 @@ def run_worker(cmd: list[str], timeout_s: float, max_rss_gib: float, env: dict |
     def drain(name, stream):
         chunks[name] = stream.read()
 
-    threads = [threading.Thread(target=drain, args=(nm, st), daemon=True)
-               for nm, st in (("stdout", proc.stdout), ("stderr", proc.stderr))]
+    threads = [
+        threading.Thread(target=drain, args=(nm, st), daemon=True)
+        for nm, st in (("stdout", proc.stdout), ("stderr", proc.stderr))
+    ]
     for th in threads:
         th.start()
     while proc.poll() is None:
@@ -220,18 +259,26 @@ def run_worker(cmd: list[str], timeout_s: float, max_rss_gib: float, env: dict |
     result = None
     for line in out.splitlines():
         if line.startswith(RESULT_TAG):
-            result = json.loads(line[len(RESULT_TAG):])
+            result = json.loads(line[len(RESULT_TAG) :])
     if result is None:
         result = {}
         if status is None:
-            if proc.returncode == -9 or "RESOURCE_EXHAUSTED" in err or "MemoryError" in err or "Out of memory" in err:
+            if (
+                proc.returncode == -9
+                or "RESOURCE_EXHAUSTED" in err
+                or "MemoryError" in err
+                or "Out of memory" in err
+            ):
                 status = "oom"
             else:
                 status = "error"
         result["status"] = status
         if status == "oom":
-            result["note"] = (f"killed: RSS above --max-rss-gb={max_rss_gib:g}" if proc.returncode == -9
-                              and polled_peak > max_rss_gib * 1024 else "out of memory")
+            result["note"] = (
+                f"killed: RSS above --max-rss-gb={max_rss_gib:g}"
+                if proc.returncode == -9 and polled_peak > max_rss_gib * 1024
+                else "out of memory"
+            )
         elif status == "timeout":
             result["note"] = f"killed after {timeout_s:g} s (--timeout)"
         else:
@@ -248,7 +295,9 @@ def metadata(extra: dict | None = None) -> dict:
         "host_platform": platform.platform(),
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
-        "affinity_cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "affinity_cpu_count": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else None,
         "total_ram_gib": round(total_ram_gib(), 2),
         "machine_may_be_loaded": True,
         "load_note": LOAD_NOTE,
@@ -289,26 +338,30 @@ def _device_name(env: dict) -> str:
 def child_versions(python: str, modules: list[str]) -> dict:
     """Versions and default device reported by another interpreter (e.g. the NT venv):
     `{module: version, "device": "platform:kind", "environment": its environment()}`."""
-    code = ("import importlib, importlib.util, json\n"
-            f"spec = importlib.util.spec_from_file_location('_jaxdyn_results', {RESULTS_PY!r})\n"
-            "results = importlib.util.module_from_spec(spec)\n"
-            "spec.loader.exec_module(results)\n"
-            "v = {}\n"
-            f"for m in {modules!r}:\n"
-            "    try:\n"
-            "        mod = importlib.import_module(m)\n"
-            "        v[m] = getattr(mod, '__version__', 'unknown')\n"
-            "    except Exception as e:\n"
-            "        v[m] = 'unavailable: ' + type(e).__name__\n"
-            "env = results.environment()\n"
-            "d = env['devices'][0]\n"
-            "v['device'] = d['platform'] + ':' + d['kind']\n"
-            "v['environment'] = env\n"
-            "print('" + RESULT_TAG + "' + json.dumps(v))\n")
-    proc = subprocess.run([python, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    code = (
+        "import importlib, importlib.util, json\n"
+        f"spec = importlib.util.spec_from_file_location('_jaxdyn_results', {RESULTS_PY!r})\n"
+        "results = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(results)\n"
+        "v = {}\n"
+        f"for m in {modules!r}:\n"
+        "    try:\n"
+        "        mod = importlib.import_module(m)\n"
+        "        v[m] = getattr(mod, '__version__', 'unknown')\n"
+        "    except Exception as e:\n"
+        "        v[m] = 'unavailable: ' + type(e).__name__\n"
+        "env = results.environment()\n"
+        "d = env['devices'][0]\n"
+        "v['device'] = d['platform'] + ':' + d['kind']\n"
+        "v['environment'] = env\n"
+        "print('" + RESULT_TAG + "' + json.dumps(v))\n"
+    )
+    proc = subprocess.run(
+        [python, "-c", code], check=False, capture_output=True, text=True, timeout=120
+    )
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG):])
+            return json.loads(line[len(RESULT_TAG) :])
     return {"error": proc.stderr[-500:]}
 
 
@@ -325,13 +378,21 @@ def write_json(path: str, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def save_results(args, benchmark: str, schema_version: int, meta: dict, results: list,
-                 name: str) -> str:
+def save_results(
+    args, benchmark: str, schema_version: int, meta: dict, results: list, name: str
+) -> str:
     """Writes `{"benchmark", "schema_version", "meta", "results"}` to `args.out`, or to
     `args.out_dir/name`; prints and returns the path."""
     out = args.out or os.path.join(args.out_dir, name)
-    write_json(out, {"benchmark": benchmark, "schema_version": schema_version, "meta": meta,
-                     "results": results})
+    write_json(
+        out,
+        {
+            "benchmark": benchmark,
+            "schema_version": schema_version,
+            "meta": meta,
+            "results": results,
+        },
+    )
     print(f"wrote {out}")
     return out
 
@@ -385,8 +446,13 @@ def mlp_matmul_flops(n: int, widths) -> dict:
     bwd = sum(2.0 * n * k * w * d for d, w in layers[1:])
     gram_h = sum(2.0 * n * n * d for d, _ in layers)
     gram_g = sum(2.0 * n * n * k * w for _, w in layers)
-    return {"forward": fwd, "backward": bwd, "input_grams": gram_h, "output_grad_grams": gram_g,
-            "total": fwd + bwd + gram_h + gram_g}
+    return {
+        "forward": fwd,
+        "backward": bwd,
+        "input_grams": gram_h,
+        "output_grad_grams": gram_g,
+        "total": fwd + bwd + gram_h + gram_g,
+    }
 
 
 def nets_params(name: str, params):
@@ -401,9 +467,14 @@ def nets_params(name: str, params):
                 out.append(())
         return tuple(out)
     if name == "cnn":
-        return ((params["conv1"]["w"], params["conv1"]["b"]), (),
-                (params["conv2"]["w"], params["conv2"]["b"]), (), (),
-                (params["dense"]["w"], params["dense"]["b"]))
+        return (
+            (params["conv1"]["w"], params["conv1"]["b"]),
+            (),
+            (params["conv2"]["w"], params["conv2"]["b"]),
+            (),
+            (),
+            (params["dense"]["w"], params["dense"]["b"]),
+        )
     raise ValueError(f"unknown model {name!r}")
 
 
@@ -427,18 +498,33 @@ def workload_name(w: dict) -> str:
     return f"{w['model']} n={w['n']}{b}"
 
 
-
-def ok_record(spec: dict, library: str, variant: str, k: int, num_params: int, timing: dict,
-              rss_before: float, **extra) -> dict:
+def ok_record(
+    spec: dict,
+    library: str,
+    variant: str,
+    k: int,
+    num_params: int,
+    timing: dict,
+    rss_before: float,
+    **extra,
+) -> dict:
     """The result of one successful workload, in the schema both libraries' scripts share."""
     import jax
+
     flops = contraction_flops(spec["n"], spec["n"], k, num_params)
     return {
-        **spec, "status": "ok", "library": library, "variant": variant, **extra,
-        "num_params": num_params, "outputs": k, **timing,
+        **spec,
+        "status": "ok",
+        "library": library,
+        "variant": variant,
+        **extra,
+        "num_params": num_params,
+        "outputs": k,
+        **timing,
         "contraction_flops": flops,
         "effective_gflops_per_s": flops / timing["median_s"] / 1e9,
-        "peak_rss_mib": timing.get("peak_rss_mib", peak_rss_mib()), "rss_after_setup_mib": rss_before,
+        "peak_rss_mib": timing.get("peak_rss_mib", peak_rss_mib()),
+        "rss_after_setup_mib": rss_before,
         "device": str(jax.devices()[0].platform),
     }
 
@@ -447,5 +533,11 @@ def device_versions(**libraries: str) -> dict:
     """jax/jaxlib versions, the device, and the given library versions, plus this process's
     full `environment()` record under "environment"."""
     env = environment()
-    return {"jax": env["jax"], "jaxlib": env["jaxlib"], **libraries, "device": _device_name(env),
-            "device_platform": env["devices"][0]["platform"], "environment": env}
+    return {
+        "jax": env["jax"],
+        "jaxlib": env["jaxlib"],
+        **libraries,
+        "device": _device_name(env),
+        "device_platform": env["devices"][0]["platform"],
+        "environment": env,
+    }

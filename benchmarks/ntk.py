@@ -32,6 +32,7 @@ recorded as "oom" / "timeout", exceptions as "error": a failure never stops the 
 
 Output: benchmarks/results/ntk_<device>_<date>.json (or --out).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,8 @@ sys.path.insert(0, HERE)
 
 import _common as C
 
-SLOW_METHODS = ("jacobian", "ntvp", "auto")          # hand-written model
-NETS_METHODS = ("structured", "auto_nets")           # jaxdyn.nets model
+SLOW_METHODS = ("jacobian", "ntvp", "auto")  # hand-written model
+NETS_METHODS = ("structured", "auto_nets")  # jaxdyn.nets model
 FLOOR = "matmul_floor"
 METHODS = SLOW_METHODS + NETS_METHODS + (FLOOR,)
 NETS_CHECK_EXAMPLES = 8
@@ -68,10 +69,17 @@ def nets_model(name: str, tiny: bool, hw_apply, hw_params, x):
                 layers.append(nets.Relu())
     elif name == "cnn":
         cfg = C.TINY_CNN if tiny else C.CNN
-        conv = lambda: nets.Conv(cfg["channels"], (3, 3), padding="SAME", W_std=1.0, b_std=1.0,
-                                 parameterization="ntk")
-        layers = [conv(), nets.Relu(), conv(), nets.Relu(), nets.Flatten(),
-                  nets.Dense(cfg["out"], W_std=1.0, b_std=1.0, parameterization="ntk")]
+        conv = lambda: nets.Conv(
+            cfg["channels"], (3, 3), padding="SAME", W_std=1.0, b_std=1.0, parameterization="ntk"
+        )
+        layers = [
+            conv(),
+            nets.Relu(),
+            conv(),
+            nets.Relu(),
+            nets.Flatten(),
+            nets.Dense(cfg["out"], W_std=1.0, b_std=1.0, parameterization="ntk"),
+        ]
     else:
         raise ValueError(f"unknown model {name!r}")
     net = nets.serial(*layers)
@@ -87,7 +95,12 @@ def nets_model(name: str, tiny: bool, hw_apply, hw_params, x):
     b = np.asarray(hw_apply(hw_params, xs), np.float64)
     diff, scale = float(np.max(np.abs(a - b))), float(np.max(np.abs(b)))
     tol = (1e-10 if x.dtype == np.float64 else 1e-5) * max(scale, 1.0)
-    check = {"examples": int(xs.shape[0]), "max_abs_diff": diff, "max_abs_output": scale, "tol": tol}
+    check = {
+        "examples": int(xs.shape[0]),
+        "max_abs_diff": diff,
+        "max_abs_output": scale,
+        "tol": tol,
+    }
     if a.shape != b.shape or not diff <= tol:
         raise AssertionError(f"the jaxdyn.nets {name} differs from the hand-written one: {check}")
     return apply_fn, params, check
@@ -102,6 +115,7 @@ def matmul_floor_fn(widths):
     import jax
     import jax.numpy as jnp
     import numpy as np
+
     hi = jax.lax.Precision.HIGHEST
     k = widths[-1]
 
@@ -110,7 +124,10 @@ def matmul_floor_fn(widths):
         hs, masks, h = [], [], x
         for i, layer in enumerate(params):
             hs.append(h)
-            z = jnp.matmul(h, layer["w"], precision=hi) * (1.0 / np.sqrt(layer["w"].shape[0])) + layer["b"]
+            z = (
+                jnp.matmul(h, layer["w"], precision=hi) * (1.0 / np.sqrt(layer["w"].shape[0]))
+                + layer["b"]
+            )
             if i < num - 1:
                 masks.append(z > 0)
                 h = jnp.maximum(z, 0)
@@ -139,9 +156,19 @@ def _floor_worker(spec: dict, params, x, k, num_params, rss_before) -> dict:
     f = matmul_floor_fn(widths)
     timing = C.time_kernel(lambda: f(params, x), spec["repeats"])
     flops = C.mlp_matmul_flops(spec["n"], widths)
-    rec = C.ok_record(spec, "matmul_floor", FLOOR, k, num_params, timing, rss_before,
-                      resolved_method=FLOOR, versions=versions(), matmul_flops=flops["total"],
-                      matmul_flops_breakdown=flops)
+    rec = C.ok_record(
+        spec,
+        "matmul_floor",
+        FLOOR,
+        k,
+        num_params,
+        timing,
+        rss_before,
+        resolved_method=FLOOR,
+        versions=versions(),
+        matmul_flops=flops["total"],
+        matmul_flops_breakdown=flops,
+    )
     rec["gflops_per_s"] = flops["total"] / timing["median_s"] / 1e9
     return rec
 
@@ -149,12 +176,15 @@ def _floor_worker(spec: dict, params, x, k, num_params, rss_before) -> dict:
 def worker(spec: dict) -> dict:
     """Runs one workload in this process (called in the child)."""
     import jax
+
     if spec["x64"]:
         jax.config.update("jax_enable_x64", True)
     import jaxdyn
 
     method = spec["method"]
-    apply_fn, params, x, k, num_params = C.build_model(spec["model"], spec["n"], spec["tiny"], spec["x64"])
+    apply_fn, params, x, k, num_params = C.build_model(
+        spec["model"], spec["n"], spec["tiny"], spec["x64"]
+    )
     jax.block_until_ready((params, x))
     if method == FLOOR:
         if spec["model"] != "mlp":
@@ -177,18 +207,42 @@ def worker(spec: dict) -> dict:
         predicted_gib = mem[chosen] / 2**30 if chosen in mem else None
     except Exception as e:  # noqa: BLE001 - the cost model is informative only
         extra["cost_model_error"] = f"{type(e).__name__}: {str(e)[:300]}"
-    if (chosen in ("jacobian", "ntvp") and predicted_gib is not None
-            and predicted_gib > spec.get("max_rss_gib", float("inf"))):
-        return {**spec, "status": "skipped_memory", "library": "jaxdyn", "variant": method,
-                "resolved_method": chosen, "cost_model_memory_gib": predicted_gib, **extra,
-                "note": (f"not run: jaxdyn's cost model predicts {predicted_gib:.3g} GiB for {chosen}, "
-                         f"over --max-rss-gb={spec['max_rss_gib']:g} (would run out of memory)")}
-    kernel = jaxdyn.ntk_fn(apply_fn, trace_axes=(-1,), method=jd_method, batch_size=spec["batch_size"],
-                           **kwargs)
+    if (
+        chosen in ("jacobian", "ntvp")
+        and predicted_gib is not None
+        and predicted_gib > spec.get("max_rss_gib", float("inf"))
+    ):
+        return {
+            **spec,
+            "status": "skipped_memory",
+            "library": "jaxdyn",
+            "variant": method,
+            "resolved_method": chosen,
+            "cost_model_memory_gib": predicted_gib,
+            **extra,
+            "note": (
+                f"not run: jaxdyn's cost model predicts {predicted_gib:.3g} GiB for {chosen}, "
+                f"over --max-rss-gb={spec['max_rss_gib']:g} (would run out of memory)"
+            ),
+        }
+    kernel = jaxdyn.ntk_fn(
+        apply_fn, trace_axes=(-1,), method=jd_method, batch_size=spec["batch_size"], **kwargs
+    )
     timing = C.time_kernel(lambda: kernel(x, None, params), spec["repeats"])
-    rec = C.ok_record(spec, "jaxdyn", method, k, num_params, timing, rss_before,
-                      resolved_method=chosen, auto_reason=reason, cost_model_memory_gib=predicted_gib,
-                      versions=versions(), **extra)
+    rec = C.ok_record(
+        spec,
+        "jaxdyn",
+        method,
+        k,
+        num_params,
+        timing,
+        rss_before,
+        resolved_method=chosen,
+        auto_reason=reason,
+        cost_model_memory_gib=predicted_gib,
+        versions=versions(),
+        **extra,
+    )
     if spec["model"] == "mlp" and chosen == "structured":
         flops = C.mlp_matmul_flops(spec["n"], C.mlp_widths(spec["tiny"]))
         rec["matmul_flops"] = flops["total"]
@@ -199,20 +253,30 @@ def worker(spec: dict) -> dict:
 def annotate_floor(results: list[dict]) -> None:
     """Adds `matmul_floor_s`, `ratio_to_matmul_floor` (time / floor time) and
     `floor_trace_rel_diff` to every ok structured MLP result with an ok floor at the same n."""
-    floors = {(r["model"], r["n"]): r for r in results
-              if r.get("variant") == FLOOR and r.get("status") == "ok"}
+    floors = {
+        (r["model"], r["n"]): r
+        for r in results
+        if r.get("variant") == FLOOR and r.get("status") == "ok"
+    }
     for r in results:
         f = floors.get((r.get("model"), r.get("n")))
-        if (f is None or r.get("status") != "ok" or r.get("library") != "jaxdyn"
-                or r.get("resolved_method") != "structured"):
+        if (
+            f is None
+            or r.get("status") != "ok"
+            or r.get("library") != "jaxdyn"
+            or r.get("resolved_method") != "structured"
+        ):
             continue
         r["matmul_floor_s"] = f["median_s"]
         r["ratio_to_matmul_floor"] = r["median_s"] / f["median_s"]
-        r["floor_trace_rel_diff"] = abs(r["kernel_trace"] - f["kernel_trace"]) / max(abs(f["kernel_trace"]), 1e-30)
+        r["floor_trace_rel_diff"] = abs(r["kernel_trace"] - f["kernel_trace"]) / max(
+            abs(f["kernel_trace"]), 1e-30
+        )
 
 
 def versions() -> dict:
     import jaxdyn
+
     return C.device_versions(jaxdyn=jaxdyn.__version__)
 
 
@@ -228,20 +292,31 @@ def specs_for(workload: dict, args) -> list[dict]:
         if m in SLOW_METHODS:
             ok = n <= args.slow_max_n and b in C.parse_batch_sizes(args.batch_sizes)
         elif m in NETS_METHODS:
-            ok = (b in C.parse_batch_sizes(args.structured_batch_sizes)
-                  and (m == "structured" or n <= args.auto_nets_max_n))
+            ok = b in C.parse_batch_sizes(args.structured_batch_sizes) and (
+                m == "structured" or n <= args.auto_nets_max_n
+            )
         else:
             ok = model == "mlp" and b is None and n <= args.floor_max_n
         if ok:
-            out.append({**workload, "method": m, "repeats": C.repeats_for(n, args), "x64": args.x64,
-                        "tiny": args.tiny, "max_rss_gib": args.max_rss_gb,
-                        "memory_budget_gib": args.memory_budget_gb})
+            out.append(
+                {
+                    **workload,
+                    "method": m,
+                    "repeats": C.repeats_for(n, args),
+                    "x64": args.x64,
+                    "tiny": args.tiny,
+                    "max_rss_gib": args.max_rss_gb,
+                    "memory_budget_gib": args.memory_budget_gb,
+                }
+            )
     return out
 
 
 def all_workloads(args) -> list[dict]:
     bs = []
-    for v in C.parse_batch_sizes(args.batch_sizes) + C.parse_batch_sizes(args.structured_batch_sizes):
+    for v in C.parse_batch_sizes(args.batch_sizes) + C.parse_batch_sizes(
+        args.structured_batch_sizes
+    ):
         if v not in bs:
             bs.append(v)
     return C.workloads(args.sizes, args.cnn_n, bs)
@@ -257,10 +332,17 @@ def run_spec(spec: dict, args, python: str | None = None) -> dict:
         try:
             return worker(spec)
         except Exception as e:  # noqa: BLE001 - recorded, the run goes on
-            status = "oom" if "RESOURCE_EXHAUSTED" in str(e) or isinstance(e, MemoryError) else "error"
+            status = (
+                "oom" if "RESOURCE_EXHAUSTED" in str(e) or isinstance(e, MemoryError) else "error"
+            )
             lib = "matmul_floor" if spec["method"] == FLOOR else "jaxdyn"
-            return {**spec, "library": lib, "variant": spec["method"], "status": status,
-                    "note": f"{type(e).__name__}: {str(e)[:500]}"}
+            return {
+                **spec,
+                "library": lib,
+                "variant": spec["method"],
+                "status": status,
+                "note": f"{type(e).__name__}: {str(e)[:500]}",
+            }
     cmd = [python or sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
     res = C.run_worker(cmd, C.timeout_for(spec["n"], args), args.max_rss_gb, env=C.python_env())
     if res.get("status") != "ok":
@@ -270,49 +352,134 @@ def run_spec(spec: dict, args, python: str | None = None) -> dict:
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sizes", type=int, nargs="+", default=[128, 512, 2048, 8192, 20000],
-                   help="MLP sizes n (default: 128 512 2048 8192 20000)")
-    p.add_argument("--cnn-n", type=int, nargs="+", default=[64, 256],
-                   help="CNN sizes n (0 skips the CNN; default 64 256)")
-    p.add_argument("--batch-sizes", nargs="+", default=["none", "64"],
-                   help="batch sizes of the jacobian/ntvp/auto methods (and neural-tangents); 'none' = "
-                        "unbatched; a size is used only when below n (default: none 64)")
-    p.add_argument("--structured-batch-sizes", nargs="+", default=["none"],
-                   help="batch sizes of structured/auto_nets; 'none' = ntk_fn's default, chosen from its "
-                        "memory budget (default: none)")
-    p.add_argument("--slow-max-n", type=int, default=128,
-                   help="run jacobian/ntvp/auto (and neural-tangents' implementations 1 and 2) only for "
-                        "n <= this (default 128; they take minutes per call above it on a CPU)")
-    p.add_argument("--default-max-n", type=int, default=512,
-                   help="neural-tangents side (compare_nt.py): also time implementation 3 with NT's default "
-                        "vmap_axes=None, for n <= this (default 512; 0: never)")
-    p.add_argument("--auto-nets-max-n", type=int, default=8192, help="auto_nets only for n <= this (default 8192)")
-    p.add_argument("--floor-max-n", type=int, default=8192, help="matmul_floor only for n <= this (default 8192)")
-    p.add_argument("--memory-budget-gb", type=float, default=None,
-                   help="memory_budget passed to ntk_fn / ntk_cost in GiB (default: ntk_fn's own)")
-    p.add_argument("--repeats", type=int, default=3, help="timed calls after the first (default 3; 0: report the first call, compile included)")
-    p.add_argument("--large-n", type=int, default=8192,
-                   help="n from which --repeats-large and --timeout-large apply (default 8192)")
-    p.add_argument("--repeats-large", type=int, default=1, help="timed calls after the first for n >= --large-n (default 1)")
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds per workload subprocess (default 300)")
-    p.add_argument("--timeout-large", type=float, default=1800.0,
-                   help="seconds per workload subprocess for n >= --large-n (default 1800)")
-    p.add_argument("--max-rss-gb", type=float, default=round(0.6 * C.total_ram_gib(), 1),
-                   help="kill a workload whose RSS exceeds this many GiB, recorded as oom (default 60%% of RAM)")
+    p.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[128, 512, 2048, 8192, 20000],
+        help="MLP sizes n (default: 128 512 2048 8192 20000)",
+    )
+    p.add_argument(
+        "--cnn-n",
+        type=int,
+        nargs="+",
+        default=[64, 256],
+        help="CNN sizes n (0 skips the CNN; default 64 256)",
+    )
+    p.add_argument(
+        "--batch-sizes",
+        nargs="+",
+        default=["none", "64"],
+        help="batch sizes of the jacobian/ntvp/auto methods (and neural-tangents); 'none' = "
+        "unbatched; a size is used only when below n (default: none 64)",
+    )
+    p.add_argument(
+        "--structured-batch-sizes",
+        nargs="+",
+        default=["none"],
+        help="batch sizes of structured/auto_nets; 'none' = ntk_fn's default, chosen from its "
+        "memory budget (default: none)",
+    )
+    p.add_argument(
+        "--slow-max-n",
+        type=int,
+        default=128,
+        help="run jacobian/ntvp/auto (and neural-tangents' implementations 1 and 2) only for "
+        "n <= this (default 128; they take minutes per call above it on a CPU)",
+    )
+    p.add_argument(
+        "--default-max-n",
+        type=int,
+        default=512,
+        help="neural-tangents side (compare_nt.py): also time implementation 3 with NT's default "
+        "vmap_axes=None, for n <= this (default 512; 0: never)",
+    )
+    p.add_argument(
+        "--auto-nets-max-n",
+        type=int,
+        default=8192,
+        help="auto_nets only for n <= this (default 8192)",
+    )
+    p.add_argument(
+        "--floor-max-n",
+        type=int,
+        default=8192,
+        help="matmul_floor only for n <= this (default 8192)",
+    )
+    p.add_argument(
+        "--memory-budget-gb",
+        type=float,
+        default=None,
+        help="memory_budget passed to ntk_fn / ntk_cost in GiB (default: ntk_fn's own)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="timed calls after the first (default 3; 0: report the first call, compile included)",
+    )
+    p.add_argument(
+        "--large-n",
+        type=int,
+        default=8192,
+        help="n from which --repeats-large and --timeout-large apply (default 8192)",
+    )
+    p.add_argument(
+        "--repeats-large",
+        type=int,
+        default=1,
+        help="timed calls after the first for n >= --large-n (default 1)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds per workload subprocess (default 300)"
+    )
+    p.add_argument(
+        "--timeout-large",
+        type=float,
+        default=1800.0,
+        help="seconds per workload subprocess for n >= --large-n (default 1800)",
+    )
+    p.add_argument(
+        "--max-rss-gb",
+        type=float,
+        default=round(0.6 * C.total_ram_gib(), 1),
+        help="kill a workload whose RSS exceeds this many GiB, recorded as oom (default 60%% of RAM)",
+    )
     p.add_argument("--x64", action="store_true", help="float64 (default float32)")
-    p.add_argument("--tiny", action="store_true",
-                   help="tiny models (MLP 16-32-32-4, CNN 6x6 with 4 channels) for smoke tests")
+    p.add_argument(
+        "--tiny",
+        action="store_true",
+        help="tiny models (MLP 16-32-32-4, CNN 6x6 with 4 channels) for smoke tests",
+    )
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_common_args(p)
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
-                   help="jaxdyn methods (default: all: jacobian ntvp auto structured auto_nets matmul_floor)")
-    p.add_argument("--out", default=None, help="output JSON path (default benchmarks/results/ntk_<device>_<date>.json)")
-    p.add_argument("--out-dir", default=os.path.join(HERE, "results"), help="folder for the default output name")
-    p.add_argument("--no-subprocess", action="store_true",
-                   help="run every workload in this process (fast smoke tests; peak RSS is then cumulative)")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHODS),
+        choices=METHODS,
+        help="jaxdyn methods (default: all: jacobian ntvp auto structured auto_nets matmul_floor)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output JSON path (default benchmarks/results/ntk_<device>_<date>.json)",
+    )
+    p.add_argument(
+        "--out-dir",
+        default=os.path.join(HERE, "results"),
+        help="folder for the default output name",
+    )
+    p.add_argument(
+        "--no-subprocess",
+        action="store_true",
+        help="run every workload in this process (fast smoke tests; peak RSS is then cumulative)",
+    )
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -322,29 +489,51 @@ def main(argv=None) -> int:
 
     if args.x64:
         import jax
+
         jax.config.update("jax_enable_x64", True)
     ver = versions()
     results = []
     for spec in specs(args):
         res = run_spec(spec, args)
         results.append(res)
-        msg = (f"median {res['median_s']:.4g} s, first call {res['first_call_s']:.4g} s, "
-               f"peak RSS {res.get('peak_rss_mib', 0):.0f} MiB" if res.get("status") == "ok"
-               else f"{res.get('status')}: {res.get('note', '')}")
+        msg = (
+            f"median {res['median_s']:.4g} s, first call {res['first_call_s']:.4g} s, "
+            f"peak RSS {res.get('peak_rss_mib', 0):.0f} MiB"
+            if res.get("status") == "ok"
+            else f"{res.get('status')}: {res.get('note', '')}"
+        )
         print(f"[jaxdyn] {C.workload_name(spec)} {spec['method']}: {msg}", flush=True)
     annotate_floor(results)
     for r in results:
         if "ratio_to_matmul_floor" in r:
-            print(f"[jaxdyn] {C.workload_name(r)} {r['variant']}: {r['ratio_to_matmul_floor']:.3g}x the matmul "
-                  f"floor ({r['matmul_floor_s']:.4g} s), {r['gflops_per_s']:.4g} GFLOP/s", flush=True)
-    C.save_results(args, "ntk", 2, C.metadata({
-        **ver, "repeats": args.repeats, "repeats_large": args.repeats_large,
-        "large_n": args.large_n, "timeout_large_s": args.timeout_large,
-        "memory_budget_gib": args.memory_budget_gb, "dtype": "float64" if args.x64 else "float32",
-        "tiny": args.tiny, "per_workload_subprocess": not args.no_subprocess,
-        "timeout_s": args.timeout, "max_rss_gib": args.max_rss_gb,
-        "x2": "None (kernel of x against itself)"}), results,
-        f"ntk_{ver['device_platform']}_{C.today()}.json")
+            print(
+                f"[jaxdyn] {C.workload_name(r)} {r['variant']}: {r['ratio_to_matmul_floor']:.3g}x the matmul "
+                f"floor ({r['matmul_floor_s']:.4g} s), {r['gflops_per_s']:.4g} GFLOP/s",
+                flush=True,
+            )
+    C.save_results(
+        args,
+        "ntk",
+        2,
+        C.metadata(
+            {
+                **ver,
+                "repeats": args.repeats,
+                "repeats_large": args.repeats_large,
+                "large_n": args.large_n,
+                "timeout_large_s": args.timeout_large,
+                "memory_budget_gib": args.memory_budget_gb,
+                "dtype": "float64" if args.x64 else "float32",
+                "tiny": args.tiny,
+                "per_workload_subprocess": not args.no_subprocess,
+                "timeout_s": args.timeout,
+                "max_rss_gib": args.max_rss_gb,
+                "x2": "None (kernel of x against itself)",
+            }
+        ),
+        results,
+        f"ntk_{ver['device_platform']}_{C.today()}.json",
+    )
     return 0
 
 

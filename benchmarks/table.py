@@ -24,6 +24,7 @@ Usage:
   .venv/bin/python benchmarks/table.py --write README.md      # update the README
   .venv/bin/python benchmarks/table.py results/a.json results/b.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -87,8 +88,15 @@ def load(paths: list[str]) -> list[dict]:
             jd, nt = data.get("results", []), []
         else:
             jd, nt = [], data.get("results", [])
-        out.append({"path": path, "kind": kind, "date": data.get("meta", {}).get("date_utc", ""),
-                    "jaxdyn": jd, "nt": nt})
+        out.append(
+            {
+                "path": path,
+                "kind": kind,
+                "date": data.get("meta", {}).get("date_utc", ""),
+                "jaxdyn": jd,
+                "nt": nt,
+            }
+        )
     out.sort(key=lambda f: (f["date"], os.path.basename(f["path"])), reverse=True)
     return out
 
@@ -97,7 +105,7 @@ def discover(results_dir: str) -> list[str]:
     """The newest file of each kind in `results_dir`."""
     files = load(sorted(glob.glob(os.path.join(results_dir, "*.json"))))
     newest: dict[str, dict] = {}
-    for f in files:                      # newest first
+    for f in files:  # newest first
         newest.setdefault(f["kind"], f)
     return [f["path"] for f in newest.values()]
 
@@ -106,7 +114,7 @@ def collect(files: list[dict]) -> tuple[list[dict], list[dict], list[str]]:
     """jaxdyn and NT results: per (model, n) and side, those of the first file with an ok
     result for it, side-by-side (compare_nt) files first, newest first within a kind. Also the
     names of the files that supplied anything."""
-    files = sorted(files, key=lambda f: f["kind"] != "compare_nt")   # stable: newest first kept
+    files = sorted(files, key=lambda f: f["kind"] != "compare_nt")  # stable: newest first kept
     jd, nt, used = [], [], []
     for side, out in (("jaxdyn", jd), ("nt", nt)):
         keys = []
@@ -116,8 +124,10 @@ def collect(files: list[dict]) -> tuple[list[dict], list[dict], list[str]]:
                     keys.append((r["model"], r["n"]))
         for key in keys:
             have = [(f, [r for r in f[side] if (r["model"], r["n"]) == key]) for f in files]
-            have = [(f, rs) for f, rs in have if rs]          # newest first
-            f, rs = next(((f, rs) for f, rs in have if any(r.get("status") == "ok" for r in rs)), have[0])
+            have = [(f, rs) for f, rs in have if rs]  # newest first
+            f, rs = next(
+                ((f, rs) for f, rs in have if any(r.get("status") == "ok" for r in rs)), have[0]
+            )
             out.extend(rs)
             name = os.path.basename(f["path"])
             if name not in used:
@@ -142,8 +152,16 @@ def goal_cells(row: dict) -> tuple[str, str]:
         return "-", "-"
     kind, target, ref = goal
     which = "NT fastest" if ref == "nt_best" else "NT fastest batched"
-    text = {"speedup": f">= {target}x vs {which}", "floor": f"<= {target}x matmul floor",
-            "memory": f"peak < {target} GiB", "runs": "computes"}[kind].replace(".0x", "x").replace(".0 G", " G")
+    text = (
+        {
+            "speedup": f">= {target}x vs {which}",
+            "floor": f"<= {target}x matmul floor",
+            "memory": f"peak < {target} GiB",
+            "runs": "computes",
+        }[kind]
+        .replace(".0x", "x")
+        .replace(".0 G", " G")
+    )
     if row.get("jaxdyn_best_s") is None:
         return text, "no (no result)"
     if kind == "speedup":
@@ -157,8 +175,10 @@ def goal_cells(row: dict) -> tuple[str, str]:
         # the issue's NT timings are of NT's default vmap_axes=None
         dflt = row.get("speedup_vs_nt_default" + ("_batched" if ref == "nt_best_batched" else ""))
         if dflt is not None and dflt >= target:
-            return (f"{text}; vs NT default: {_x(dflt)}",
-                    "yes vs NT default (the issue's setup); no vs NT with vmap_axes=0")
+            return (
+                f"{text}; vs NT default: {_x(dflt)}",
+                "yes vs NT default (the issue's setup); no vs NT with vmap_axes=0",
+            )
         return text + ("" if dflt is None else f"; vs NT default: {_x(dflt)}"), "no"
     if kind == "floor":
         r = row.get("ratio_to_matmul_floor")
@@ -179,40 +199,70 @@ def render(files: list[dict]) -> str:
     jd, nt, used = collect(files)
     rows = {(r["model"], r["n"]): r for r in summarise(jd, nt)}
     for key in GOALS:
-        rows.setdefault(key, {"model": key[0], "n": key[1], "jaxdyn_best": None, "jaxdyn_best_s": None,
-                              "jaxdyn_failed": [], "nt_failed": []})
+        rows.setdefault(
+            key,
+            {
+                "model": key[0],
+                "n": key[1],
+                "jaxdyn_best": None,
+                "jaxdyn_best_s": None,
+                "jaxdyn_failed": [],
+                "nt_failed": [],
+            },
+        )
     order = sorted(rows, key=lambda k: (k[0] != "mlp", k[1]))
-    lines = ["| workload | n | jaxdyn method | time | peak memory | NT fastest (vmap_axes=0) | speedup | "
-             "NT default (vmap_axes=None) | goal | goal met |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| workload | n | jaxdyn method | time | peak memory | NT fastest (vmap_axes=0) | speedup | "
+        "NT default (vmap_axes=None) | goal | goal met |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for key in order:
         r = rows[key]
-        mine = [x for x in jd if (x["model"], x["n"]) == key and x.get("library", "jaxdyn") == "jaxdyn"]
+        mine = [
+            x for x in jd if (x["model"], x["n"]) == key and x.get("library", "jaxdyn") == "jaxdyn"
+        ]
         failed = sorted({x["status"] for x in mine if x.get("status") != "ok"})
         best = _best(mine)
-        time = fmt_time(r["jaxdyn_best_s"]) if best else ("not run" if not mine else "/".join(failed))
+        time = (
+            fmt_time(r["jaxdyn_best_s"]) if best else ("not run" if not mine else "/".join(failed))
+        )
         nt_cell = "-" if not r.get("nt_best") else f"{r['nt_best']}: {fmt_time(r['nt_best_s'])}"
         goal, met = goal_cells(r)
-        dflt = "-" if not r.get("nt_default") else (
-            f"{r['nt_default']}: {fmt_time(r['nt_default_s'])} ({_x(r.get('speedup_vs_nt_default'))})")
-        lines.append(f"| {WORKLOADS[key[0]]} | {key[1]} | {_label(best) if best else '-'} | {time} | "
-                     f"{_mem(r.get('jaxdyn_best_peak_rss_mib'))} | {nt_cell} | "
-                     f"{_x(r.get('ratio_nt_over_jaxdyn'))} | {dflt} | {goal} | {met} |")
-    lines += ["",
-              "Median of repeated calls after the first (compile excluded); peak memory is the peak RSS "
-              "of the benchmark process; speedup is NT fastest / jaxdyn fastest (> 1: jaxdyn faster); NT is "
-              "always under `jax.jit`; `NT fastest` passes `vmap_axes=0` (NT at its best), `NT default` "
-              "is implementation 3 with NT's default `vmap_axes=None`, as the issue's NT timings were "
-              "taken, with jaxdyn's speedup over it; "
-              "b = batch size, * = single call, compile included. Rendered by `benchmarks/table.py` from "
-              + (", ".join(f"`benchmarks/results/{u}`" for u in sorted(used)) if used else "no result files")
-              + "."]
+        dflt = (
+            "-"
+            if not r.get("nt_default")
+            else (
+                f"{r['nt_default']}: {fmt_time(r['nt_default_s'])} ({_x(r.get('speedup_vs_nt_default'))})"
+            )
+        )
+        lines.append(
+            f"| {WORKLOADS[key[0]]} | {key[1]} | {_label(best) if best else '-'} | {time} | "
+            f"{_mem(r.get('jaxdyn_best_peak_rss_mib'))} | {nt_cell} | "
+            f"{_x(r.get('ratio_nt_over_jaxdyn'))} | {dflt} | {goal} | {met} |"
+        )
+    lines += [
+        "",
+        "Median of repeated calls after the first (compile excluded); peak memory is the peak RSS "
+        "of the benchmark process; speedup is NT fastest / jaxdyn fastest (> 1: jaxdyn faster); NT is "
+        "always under `jax.jit`; `NT fastest` passes `vmap_axes=0` (NT at its best), `NT default` "
+        "is implementation 3 with NT's default `vmap_axes=None`, as the issue's NT timings were "
+        "taken, with jaxdyn's speedup over it; "
+        "b = batch size, * = single call, compile included. Rendered by `benchmarks/table.py` from "
+        + (
+            ", ".join(f"`benchmarks/results/{u}`" for u in sorted(used))
+            if used
+            else "no result files"
+        )
+        + ".",
+    ]
     return "\n".join(lines)
 
 
 def replace_between_markers(text: str, table: str, path: str = "README.md") -> str:
     if BEGIN not in text or END not in text or text.index(BEGIN) > text.index(END):
-        raise TableError(f"{path} has no '{BEGIN}' ... '{END}' markers; add them where the table goes.")
+        raise TableError(
+            f"{path} has no '{BEGIN}' ... '{END}' markers; add them where the table goes."
+        )
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     return f"{head}{BEGIN}\n{table}\n{END}{tail}"
@@ -227,11 +277,21 @@ def between_markers(text: str) -> str | None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("files", nargs="*", help="result JSON files (default: the newest of each kind in --results-dir)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "files",
+        nargs="*",
+        help="result JSON files (default: the newest of each kind in --results-dir)",
+    )
     p.add_argument("--results-dir", default=os.path.join(HERE, "results"))
-    p.add_argument("--write", metavar="README", default=None,
-                   help=f"replace the text between {BEGIN} and {END} in this file")
+    p.add_argument(
+        "--write",
+        metavar="README",
+        default=None,
+        help=f"replace the text between {BEGIN} and {END} in this file",
+    )
     args = p.parse_args(argv)
     paths = args.files or discover(args.results_dir)
     files = load(paths)

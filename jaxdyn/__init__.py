@@ -24,19 +24,59 @@ Public API, re-exported from the modules that define it:
 - `jaxdyn.plot` (imported on its own, it needs matplotlib): generic figures, arrays or result
   objects and an `ax` in, a Figure out.
 """
-from jaxdyn import (adapters, compare, data, dynamics, infinite, nets, results, structure,
-                    sweep, train)
+
+from jaxdyn import (
+    adapters,
+    compare,
+    data,
+    dynamics,
+    infinite,
+    nets,
+    results,
+    structure,
+    sweep,
+    train,
+)
 from jaxdyn.adapters import as_model, from_linen, from_nnx, from_stax
 from jaxdyn.linearize import linearize, taylor_expand
-from jaxdyn.ntk import (NTKCost, empirical_ntk, ntk_by_group, ntk_by_group_fn, ntk_cost,
-                        ntk_fn, param_groups)
+from jaxdyn.ntk import (
+    NTKCost,
+    empirical_ntk,
+    ntk_by_group,
+    ntk_by_group_fn,
+    ntk_cost,
+    ntk_fn,
+    param_groups,
+)
 from jaxdyn.train import Trajectory, kernel_change, trajectory
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "NTKCost", "Trajectory", "adapters", "as_model", "compare", "data", "dynamics",
-    "empirical_ntk", "from_linen", "from_nnx", "from_stax", "infinite", "kernel_change",
-    "linearize", "nets", "ntk_by_group", "ntk_by_group_fn", "ntk_cost", "ntk_fn",
-    "param_groups", "results", "structure", "sweep", "taylor_expand", "train", "trajectory",
+    "NTKCost",
+    "Trajectory",
+    "adapters",
+    "as_model",
+    "compare",
+    "data",
+    "dynamics",
+    "empirical_ntk",
+    "from_linen",
+    "from_nnx",
+    "from_stax",
+    "infinite",
+    "kernel_change",
+    "linearize",
+    "nets",
+    "ntk_by_group",
+    "ntk_by_group_fn",
+    "ntk_cost",
+    "ntk_fn",
+    "param_groups",
+    "results",
+    "structure",
+    "sweep",
+    "taylor_expand",
+    "train",
+    "trajectory",
 ]

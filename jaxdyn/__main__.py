@@ -1,4 +1,5 @@
 """`python -m jaxdyn` is the `jaxdyn` command."""
+
 import sys
 
 from jaxdyn.cli import main

@@ -13,12 +13,14 @@ Example:
     ...
     ValueError: `steps` must be a positive int; got 0.
 """
+
 from __future__ import annotations
 
 import math
 import numbers
 import operator
-from typing import Any, Iterable, NoReturn, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, NoReturn
 
 import jax
 import jax.numpy as jnp
@@ -50,10 +52,14 @@ def describe(value: Any) -> str:
     Arrays are described by shape and dtype (never by their values); small scalars and strings
     by their repr; anything else by repr (cut to 80 characters) and its type.
     """
-    if isinstance(value, jax.core.Tracer) or (hasattr(value, "shape") and hasattr(value, "dtype")
-                                              and not isinstance(value, np.generic)):
-        if not isinstance(value, jax.core.Tracer) and tuple(value.shape) == () \
-                and hasattr(value, "item"):
+    if isinstance(value, jax.core.Tracer) or (
+        hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, np.generic)
+    ):
+        if (
+            not isinstance(value, jax.core.Tracer)
+            and tuple(value.shape) == ()
+            and hasattr(value, "item")
+        ):
             return f"{value.item()!r} (a 0-d array of dtype {np.dtype(value.dtype).name})"
         return f"an array of shape {tuple(value.shape)} and dtype {np.dtype(value.dtype).name}"
     if value is None or isinstance(value, (bool, str, int, float)):
@@ -105,8 +111,15 @@ def _expected(kind: str, minimum, maximum, strict_min: bool, allow_none: bool, h
     return f"{text} ({hint})" if hint else text
 
 
-def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None,
-              allow_none: bool = False, hint: str = "") -> int | None:
+def check_int(
+    name: str,
+    value: Any,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    allow_none: bool = False,
+    hint: str = "",
+) -> int | None:
     """Checks a count or index and returns it as a Python int.
 
     Accepts Python and NumPy integers (and 0-d integer arrays); refuses bool and floats, even
@@ -133,8 +146,11 @@ def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int
         fail(name, expected, describe(value), ArgumentTypeError)
     if isinstance(value, (int, np.integer)):
         out = int(value)
-    elif hasattr(value, "dtype") and getattr(value, "ndim", None) == 0 \
-            and np.dtype(value.dtype).kind in "iu":
+    elif (
+        hasattr(value, "dtype")
+        and getattr(value, "ndim", None) == 0
+        and np.dtype(value.dtype).kind in "iu"
+    ):
         out = operator.index(value)
     else:
         fail(name, expected, describe(value), ArgumentTypeError)
@@ -143,9 +159,16 @@ def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int
     return out
 
 
-def check_float(name: str, value: Any, *, minimum: float | None = None,
-                maximum: float | None = None, strict_min: bool = False, allow_none: bool = False,
-                hint: str = "") -> float | None:
+def check_float(
+    name: str,
+    value: Any,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    strict_min: bool = False,
+    allow_none: bool = False,
+    hint: str = "",
+) -> float | None:
     """Checks a real, finite number and returns it as a Python float.
 
     Accepts Python/NumPy ints and floats and 0-d real arrays; refuses bool, complex, strings,
@@ -174,8 +197,11 @@ def check_float(name: str, value: Any, *, minimum: float | None = None,
         fail(name, expected, describe(value), ArgumentTypeError)
     if isinstance(value, (numbers.Real, np.integer, np.floating)):
         out = float(value)
-    elif hasattr(value, "dtype") and getattr(value, "ndim", None) == 0 \
-            and np.dtype(value.dtype).kind in "iuf":
+    elif (
+        hasattr(value, "dtype")
+        and getattr(value, "ndim", None) == 0
+        and np.dtype(value.dtype).kind in "iuf"
+    ):
         out = float(value)
     else:
         fail(name, expected, describe(value), ArgumentTypeError)
@@ -205,17 +231,26 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
     choices = tuple(choices)
     try:
         # bool(value == c): arrays raise; True == 1 must not count as a match
-        ok = any(value is c or (bool(value == c) and isinstance(value, bool) == isinstance(c, bool))
-                 for c in choices)
-    except (TypeError, ValueError):     # arrays: ambiguous truth value
+        ok = any(
+            value is c or (bool(value == c) and isinstance(value, bool) == isinstance(c, bool))
+            for c in choices
+        )
+    except (TypeError, ValueError):  # arrays: ambiguous truth value
         ok = False
     if not ok:
         fail(name, "one of " + ", ".join(repr(c) for c in choices), describe(value))
     return value
 
 
-def check_array(name: str, x: Any, *, ndim: int | None = None, min_ndim: int | None = None,
-                allow_empty: bool = False, kinds: str = "biuf") -> Any:
+def check_array(
+    name: str,
+    x: Any,
+    *,
+    ndim: int | None = None,
+    min_ndim: int | None = None,
+    allow_empty: bool = False,
+    kinds: str = "biuf",
+) -> Any:
     """Checks an array argument's kind, rank and batch size (static: runs under jit too).
 
     Args:
@@ -239,18 +274,33 @@ def check_array(name: str, x: Any, *, ndim: int | None = None, min_ndim: int | N
     dtype = np.dtype(x.dtype)
     if dtype.kind not in kinds:
         if dtype.kind == "c":
-            fail(name, "a real array (jaxdyn is real-valued; pass the real and imaginary parts "
-                       "as separate features)", f"dtype {dtype.name}", TypeError)
+            fail(
+                name,
+                "a real array (jaxdyn is real-valued; pass the real and imaginary parts "
+                "as separate features)",
+                f"dtype {dtype.name}",
+                TypeError,
+            )
         allowed = {"b": "bool", "i": "int", "u": "unsigned int", "f": "float", "c": "complex"}
-        fail(name, "an array of dtype " + " or ".join(allowed.get(k, k) for k in kinds),
-             f"dtype {dtype.name}", TypeError)
+        fail(
+            name,
+            "an array of dtype " + " or ".join(allowed.get(k, k) for k in kinds),
+            f"dtype {dtype.name}",
+            TypeError,
+        )
     shape = tuple(x.shape)
     if ndim is not None and len(shape) != ndim:
-        fail(name, f"a {ndim}-dimensional array" + (" with the batch axis first" if ndim else ""),
-             f"shape {shape}")
+        fail(
+            name,
+            f"a {ndim}-dimensional array" + (" with the batch axis first" if ndim else ""),
+            f"shape {shape}",
+        )
     if min_ndim is not None and len(shape) < min_ndim:
-        fail(name, f"an array with at least {min_ndim} dimension(s), the batch axis first",
-             f"shape {shape}")
+        fail(
+            name,
+            f"an array with at least {min_ndim} dimension(s), the batch axis first",
+            f"shape {shape}",
+        )
     if not allow_empty and len(shape) >= 1 and shape[0] == 0:
         fail(name, "a non-empty batch (at least one example along axis 0)", f"shape {shape}")
     return x
@@ -278,10 +328,10 @@ def check_finite(name: str, tree: Any) -> None:
         a = np.asarray(leaf)
         if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
             bad = np.argwhere(~np.isfinite(a))
-            where = (f"first at index {tuple(int(i) for i in bad[0])}" if a.ndim
-                     else f"value {a.item()}")
-            fail(_leaf(name, path), "finite",
-                 f"{int(bad.shape[0])} NaN/Inf value(s), {where}")
+            where = (
+                f"first at index {tuple(int(i) for i in bad[0])}" if a.ndim else f"value {a.item()}"
+            )
+            fail(_leaf(name, path), "finite", f"{int(bad.shape[0])} NaN/Inf value(s), {where}")
 
 
 def _paths(tree: Any) -> dict[str, Any]:
@@ -302,11 +352,20 @@ def check_same_structure(name: str, tree: Any, ref_name: str, ref: Any):
         missing = [p for p in p2 if p not in p1]
         extra = [p for p in p1 if p not in p2]
         if missing or extra:
-            detail = "; ".join(part for part in (
-                "missing leaves " + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-                if missing else "",
-                "extra leaves " + ", ".join(extra[:5]) + (" ..." if len(extra) > 5 else "")
-                if extra else "") if part)
+            detail = "; ".join(
+                part
+                for part in (
+                    "missing leaves "
+                    + ", ".join(missing[:5])
+                    + (" ..." if len(missing) > 5 else "")
+                    if missing
+                    else "",
+                    "extra leaves " + ", ".join(extra[:5]) + (" ..." if len(extra) > 5 else "")
+                    if extra
+                    else "",
+                )
+                if part
+            )
         else:
             detail = f"structure {s1}, expected {s2}"
         fail(name, f"a PyTree with the same structure as {_quote(ref_name)}", detail)
@@ -328,15 +387,19 @@ def check_params(name: str, params: Any, ref_name: str, ref: Any):
     got = jax.tree_util.tree_leaves_with_path(params)
     for (path, leaf), want in zip(got, jax.tree_util.tree_leaves(ref)):
         leaf_name = _leaf(name, path)
-        if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype")) \
-                and not isinstance(leaf, (numbers.Real, np.generic)):
+        if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype")) and not isinstance(
+            leaf, (numbers.Real, np.generic)
+        ):
             fail(leaf_name, "an array", describe(leaf), TypeError)
         dtype = leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
         if np.dtype(dtype).kind == "c":
             fail(leaf_name, "a real array (jaxdyn is real-valued)", describe(leaf), TypeError)
         if np.shape(leaf) != np.shape(want):
-            fail(leaf_name, f"an array of shape {np.shape(want)}, as {_leaf(ref_name, path)}",
-                 f"shape {np.shape(leaf)}")
+            fail(
+                leaf_name,
+                f"an array of shape {np.shape(want)}, as {_leaf(ref_name, path)}",
+                f"shape {np.shape(leaf)}",
+            )
     return treedef
 
 
@@ -356,9 +419,14 @@ def check_axes(name: str, axes: Any, ndim: int | None) -> tuple[int, ...]:
       TypeError: a string, a float or bool axis, or anything that is not an int or sequence.
       ValueError: an axis out of range, or the same axis twice.
     """
-    expected = "an int or a tuple of ints (axes)" if ndim is None else \
-        (f"an int or a tuple of ints (axes of a {ndim}-dimensional array, from {-ndim} to "
-         f"{ndim - 1})")
+    expected = (
+        "an int or a tuple of ints (axes)"
+        if ndim is None
+        else (
+            f"an int or a tuple of ints (axes of a {ndim}-dimensional array, from {-ndim} to "
+            f"{ndim - 1})"
+        )
+    )
     if isinstance(axes, (int, np.integer)) and not isinstance(axes, (bool, np.bool_)):
         seq: Sequence[Any] = (axes,)
     elif isinstance(axes, (tuple, list)):
@@ -382,8 +450,9 @@ def check_batch_size(name: str, value: Any) -> int | None:
     return check_int(name, value, minimum=1, allow_none=True)
 
 
-def check_inputs(x1: Any, x2: Any = None, *, names: tuple[str, str] = ("x1", "x2"),
-                 min_ndim: int = 1) -> None:
+def check_inputs(
+    x1: Any, x2: Any = None, *, names: tuple[str, str] = ("x1", "x2"), min_ndim: int = 1
+) -> None:
     """Checks a pair of kernel inputs `x1 (n1, ...)` and optional `x2 (n2, ...)`.
 
     Each must be a real, non-empty array with the batch axis first (`check_array`); both must
@@ -397,28 +466,41 @@ def check_inputs(x1: Any, x2: Any = None, *, names: tuple[str, str] = ("x1", "x2
     if x2 is not None:
         check_array(names[1], x2, min_ndim=min_ndim)
         if tuple(x1.shape[1:]) != tuple(x2.shape[1:]):
-            fail(names[1], f"an array with the same per-example shape as {_quote(names[0])}, "
-                           f"(n2, {', '.join(map(str, x1.shape[1:]))})",
-                 f"shape {tuple(x2.shape)} (batch axis first)")
+            fail(
+                names[1],
+                f"an array with the same per-example shape as {_quote(names[0])}, "
+                f"(n2, {', '.join(map(str, x1.shape[1:]))})",
+                f"shape {tuple(x2.shape)} (batch axis first)",
+            )
     check_finite(names[0], x1)
     check_finite(names[1], x2)
 
 
 def _abstract(tree: Any) -> Any:
     return jax.tree_util.tree_map(
-        lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype) if hasattr(a, "dtype") else a, tree)
+        lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype) if hasattr(a, "dtype") else a, tree
+    )
 
 
 def _tree_summary(tree: Any) -> str:
     leaves = jax.tree_util.tree_leaves_with_path(tree)
     parts = [f"{jax.tree_util.keystr(p) or 'leaf'} {tuple(np.shape(a))}" for p, a in leaves[:6]]
     more = f", ... ({len(leaves)} leaves)" if len(leaves) > 6 else ""
-    return f"a {type(tree).__name__} with leaves " + ", ".join(parts) + more if parts \
+    return (
+        f"a {type(tree).__name__} with leaves " + ", ".join(parts) + more
+        if parts
         else f"an empty {type(tree).__name__}"
+    )
 
 
-def model_error(error: Exception, x_name: str, x: Any, params_name: str = "params",
-                apply_name: str = "apply_fn", params: Any = None) -> ValueError:
+def model_error(
+    error: Exception,
+    x_name: str,
+    x: Any,
+    params_name: str = "params",
+    apply_name: str = "apply_fn",
+    params: Any = None,
+) -> ValueError:
     """The ValueError to raise (`from error`) when the model itself fails on the user's input.
 
     A lookup error (KeyError, IndexError, AttributeError) means the parameters lack what the
@@ -435,23 +517,38 @@ def model_error(error: Exception, x_name: str, x: Any, params_name: str = "param
         got = _tree_summary(params) if params is not None else "parameters"
         return ValueError(
             f"{_quote(params_name)} must hold every parameter that {call} reads (from the same "
-            f"model's init); got {got}, on which the model raised {first}")
-    shape = f"shape {tuple(x.shape)} and dtype {np.dtype(x.dtype).name}" \
-        if hasattr(x, "shape") and hasattr(x, "dtype") else describe(x)
+            f"model's init); got {got}, on which the model raised {first}"
+        )
+    shape = (
+        f"shape {tuple(x.shape)} and dtype {np.dtype(x.dtype).name}"
+        if hasattr(x, "shape") and hasattr(x, "dtype")
+        else describe(x)
+    )
     return ValueError(
         f"{_quote(x_name)} must be an input that {call} accepts (the rank and per-example shape "
         f"the model was built for, with {_quote(params_name)} from the same model); got {shape}, "
-        f"on which the model raised {first}")
+        f"on which the model raised {first}"
+    )
 
 
 # A model that is not traceable (Python control flow on values, a leaked tracer) fails whatever
 # its inputs: its own error says more than one blaming `x`.
-_NOT_INPUT_ERRORS = (jax.errors.JAXTypeError, jax.errors.JAXIndexError,
-                     jax.errors.UnexpectedTracerError)
+_NOT_INPUT_ERRORS = (
+    jax.errors.JAXTypeError,
+    jax.errors.JAXIndexError,
+    jax.errors.UnexpectedTracerError,
+)
 
 
-def check_model_input(apply_fn: Any, params: Any, x: Any, *, x_name: str = "x",
-                      params_name: str = "params", apply_name: str = "apply_fn") -> Any:
+def check_model_input(
+    apply_fn: Any,
+    params: Any,
+    x: Any,
+    *,
+    x_name: str = "x",
+    params_name: str = "params",
+    apply_name: str = "apply_fn",
+) -> Any:
     """Evaluates `apply_fn(params, x)` abstractly (`jax.eval_shape`: no computation, no
     compilation) and returns its output shapes; a model that refuses `x` or `params` (wrong
     rank, wrong feature size, a missing parameter) raises a ValueError that names `x_name`,

@@ -92,7 +92,8 @@ def _params_key(params: PyTree) -> tuple[Any, ...]:
 def _specs(params: PyTree) -> PyTree:
     """`params` with every leaf replaced by its `jax.ShapeDtypeStruct` (for abstract traces)."""
     return jax.tree_util.tree_map(
-        lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), params)
+        lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), params
+    )
 
 
 def _standard_precision(precision: Any) -> bool:
@@ -136,7 +137,8 @@ def _match_layers(params: PyTree, calls: Sequence[_Call], what: str) -> tuple[Li
         if len(call.h_shape) != 2 or len(call.z_shape) != 2:
             raise _NotStructured(
                 f"{what} {name!r} gets a {len(call.h_shape)}-D input of shape {call.h_shape}; "
-                "only 2-D inputs (n, fan_in) are structured")
+                "only 2-D inputs (n, fan_in) are structured"
+            )
         w = index.get(call.path + ("kernel",))
         b = index.get(call.path + ("bias",)) if call.use_bias else None
         if w is None or (call.use_bias and b is None):
@@ -145,17 +147,20 @@ def _match_layers(params: PyTree, calls: Sequence[_Call], what: str) -> tuple[Li
         if shapes[w] != (fan_in, width) or (b is not None and shapes[b] != (width,)):
             raise _NotStructured(
                 f"{what} {name!r} has a kernel of shape {shapes[w]} for inputs {call.h_shape} "
-                f"and outputs {call.z_shape} (lifted transforms are not structured)")
+                f"and outputs {call.z_shape} (lifted transforms are not structured)"
+            )
         for i in (w, b):
             if i is not None and i in used:
                 raise _NotStructured(
-                    f"{what} {name!r} is called more than once (or shares its parameters)")
+                    f"{what} {name!r} is called more than once (or shares its parameters)"
+                )
             used.add(i)
         layers.append(LinearLayer(w, b, 1.0, 1.0))
     rest = ["/".join(map(str, paths[i])) for i in range(len(paths)) if i not in used]
     if rest:
         raise _NotStructured(
-            f"parameters {rest[:4]}{' ...' if len(rest) > 4 else ''} belong to no {what} call")
+            f"parameters {rest[:4]}{' ...' if len(rest) > 4 else ''} belong to no {what} call"
+        )
     return tuple(layers)
 
 
@@ -193,13 +198,15 @@ class FlaxLinearStructure:
             calls: list[_Call] = []
 
             def record(path, use_bias, issue, h, z):
-                calls.append(_Call(tuple(path), bool(use_bias), tuple(jnp.shape(h)),
-                                   tuple(jnp.shape(z)), issue))
+                calls.append(
+                    _Call(
+                        tuple(path), bool(use_bias), tuple(jnp.shape(h)), tuple(jnp.shape(z)), issue
+                    )
+                )
                 return z
 
             try:
-                jax.eval_shape(lambda p, x: self._run(p, x, record), _specs(params),
-                               self._example)
+                jax.eval_shape(lambda p, x: self._run(p, x, record), _specs(params), self._example)
                 result = (_match_layers(params, calls, self._what), tuple(c.path for c in calls))
             except _NotStructured as err:
                 result = err
@@ -255,7 +262,8 @@ class FlaxLinearStructure:
                     f"this flax model calls its {self._what} layers differently for inputs of "
                     f"shape {jnp.shape(x)} than for {self._example.shape} (call {l} is "
                     f"{'/'.join(map(str, path))!r} on a {jnp.ndim(h)}-D input): its linear "
-                    "structure does not hold; use method='jacobian' or 'ntvp'.")
+                    "structure does not hold; use method='jacobian' or 'ntvp'."
+                )
             return tap(l, h, z)
 
         out = self._run(params, x, on_call)
@@ -263,7 +271,8 @@ class FlaxLinearStructure:
             raise ValueError(
                 f"this flax model made {len(seen)} {self._what} calls for inputs of shape "
                 f"{jnp.shape(x)}, but {len(want)} for {self._example.shape}: its linear "
-                "structure does not hold; use method='jacobian' or 'ntvp'.")
+                "structure does not hold; use method='jacobian' or 'ntvp'."
+            )
         return out
 
 
@@ -322,8 +331,9 @@ def _mixes_examples(apply_fn: ApplyFn, params: PyTree, spec: jax.ShapeDtypeStruc
     return bool(mixes(params))
 
 
-def _check_probe_vjp(structure: FlaxLinearStructure, params: PyTree,
-                     spec: jax.ShapeDtypeStruct) -> None:
+def _check_probe_vjp(
+    structure: FlaxLinearStructure, params: PyTree, spec: jax.ShapeDtypeStruct
+) -> None:
     """Abstractly traces what `method="structured"` does with `structure`.
 
     That is a vjp through zero probes added at every layer output, capturing the layer inputs
@@ -363,8 +373,9 @@ def _check_probe_vjp(structure: FlaxLinearStructure, params: PyTree,
         jax.eval_shape(probe_vjp, _specs(params), spec)
 
 
-def find_structure(run: Runner, apply_fn: ApplyFn, params: PyTree, x_example: Any,
-                   what: str) -> FlaxLinearStructure | None:
+def find_structure(
+    run: Runner, apply_fn: ApplyFn, params: PyTree, x_example: Any, what: str
+) -> FlaxLinearStructure | None:
     """The linear structure of a flax model, if it qualifies (never raises).
 
     Qualifies: every parameter leaf is the kernel/bias of exactly one standard Dense/Linear
@@ -423,8 +434,9 @@ def _dense_issue(module: Any) -> str | None:
     return None
 
 
-def linen_runner(module: Any, rest: Mapping[str, Any], method: Any,
-                 apply_kwargs: Mapping[str, Any]) -> Runner:
+def linen_runner(
+    module: Any, rest: Mapping[str, Any], method: Any, apply_kwargs: Mapping[str, Any]
+) -> Runner:
     """A `run(params, x, on_call)` for a linen module (`flax.linen.intercept_methods`).
 
     Args:
@@ -462,7 +474,8 @@ def linen_runner(module: Any, rest: Mapping[str, Any], method: Any,
 
 
 _NNX_TAP: contextvars.ContextVar[Callable[..., jax.Array] | None] = contextvars.ContextVar(
-    "jaxdyn_nnx_tap", default=None)
+    "jaxdyn_nnx_tap", default=None
+)
 """The hook `_TappedLinear.__call__` hands its `(module, h, z)` to, set by `nnx_runner`."""
 
 

@@ -6,6 +6,7 @@ layer recursions once per input shape, and evaluates them in blocks on request (
 `jaxdyn.infinite.KernelState`s, composed by the combinators); this module reads the kernels
 out of it.
 """
+
 from __future__ import annotations
 
 import functools
@@ -40,8 +41,14 @@ class KernelFn:
     def __repr__(self) -> str:
         return f"KernelFn({self.name})"
 
-    def __call__(self, x1: jax.Array, x2: jax.Array | None = None,
-                 get: str | Sequence[str] = GETS, *, batch_size: int | None = None):
+    def __call__(
+        self,
+        x1: jax.Array,
+        x2: jax.Array | None = None,
+        get: str | Sequence[str] = GETS,
+        *,
+        batch_size: int | None = None,
+    ):
         """Infinite-width kernels between `x1` and `x2`.
 
         Args:
@@ -91,7 +98,8 @@ class KernelFn:
         if not isinstance(k, KernelState):
             raise TypeError(
                 f"the network ends with {len(k)} parallel branches; merge them with "
-                "FanInSum() before the kernel can be read out.")
+                "FanInSum() before the kernel can be read out."
+            )
         return k.nngp, k.ntk
 
     def _blocked(self, x1, x2, bs: int) -> tuple[jax.Array, jax.Array]:
@@ -103,14 +111,22 @@ class KernelFn:
         n1, n2 = k0.nngp.shape[:2]
 
         def block(i1, i2):  # index blocks (b1,), (b2,) of x1 and x2
-            kb = k0._replace(cov1=k0.cov1[i1], cov2=k0.cov2[i2], nngp=k0.nngp[i1][:, i2],
-                             ntk=k0.ntk[i1][:, i2], sym=False)
+            kb = k0._replace(
+                cov1=k0.cov1[i1],
+                cov2=k0.cov2[i2],
+                nngp=k0.nngp[i1][:, i2],
+                ntk=k0.ntk[i1][:, i2],
+                sym=False,
+            )
             if not k0.sym:
                 return self._readout(kb)
             # x2 = x1: blocks on the diagonal (the same first row) are kernels of a batch with
             # itself, computed exactly as the unblocked diagonal is (see KernelState.sym).
-            return jax.lax.cond(i1[0] == i2[0], lambda: self._readout(kb._replace(sym=True)),
-                                lambda: self._readout(kb))
+            return jax.lax.cond(
+                i1[0] == i2[0],
+                lambda: self._readout(kb._replace(sym=True)),
+                lambda: self._readout(kb),
+            )
 
         rows1 = jnp.arange(n1)
         if k0.sym:  # a symmetric kernel: the blocks i <= j, the others are their transposes
@@ -119,6 +135,7 @@ class KernelFn:
 
 
 # --------------------------------------------------------------------------- checks
+
 
 @functools.cache
 def _kernel_tuple(fields: tuple[str, ...]) -> type:
@@ -132,8 +149,9 @@ def _check_get(get) -> tuple[str, ...]:
     try:
         fields = tuple(fields)
     except TypeError:
-        raise TypeError(f"`get` must be a string or a tuple of strings from {GETS}; "
-                        f"got {get!r}.") from None
+        raise TypeError(
+            f"`get` must be a string or a tuple of strings from {GETS}; got {get!r}."
+        ) from None
     bad = [f for f in fields if f not in GETS]
     if bad or not fields or len(set(fields)) != len(fields):
         raise ValueError(f"`get` must be one of {GETS} or a tuple of distinct ones; got {get!r}.")
@@ -148,7 +166,8 @@ def _check_inputs(x1, x2) -> tuple[jax.Array, jax.Array | None]:
         if x.ndim not in (2, 4):
             raise ValueError(
                 f"`{name}` must have shape (n, features) for Dense networks or (n, H, W, C) "
-                f"for Conv networks; got shape {tuple(x.shape)}.")
+                f"for Conv networks; got shape {tuple(x.shape)}."
+            )
     # Same per-example shape, non-empty, and finite when concrete: a NaN input would give a
     # NaN kernel with no hint of where it came from. Traced inputs (under jit) pass.
     check_inputs(x1, x2)

@@ -1,6 +1,7 @@
 """The cost and memory model behind `method="auto"`, `batch_size=None` and host assembly in
 `jaxdyn.ntk`: estimates per method, the block size that fits a memory budget, and the choice.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,6 +30,7 @@ class NTKCost(NamedTuple):
     `"structured"`); `on_host` says the result is too big for the memory budget and is
     assembled block row by block row in host memory (a numpy array).
     """
+
     method: str
     reason: str
     flops: dict[str, float]
@@ -39,7 +41,7 @@ class NTKCost(NamedTuple):
     on_host: bool = False
 
 
-NTKCost.__module__ = "jaxdyn.ntk"   # where users find it (and where it was defined)
+NTKCost.__module__ = "jaxdyn.ntk"  # where users find it (and where it was defined)
 
 
 def default_memory_budget() -> float:
@@ -86,6 +88,7 @@ def _forward_stats(apply_fn, params, x_example) -> tuple[float, float]:
 class _StructuredSize(NamedTuple):
     """Per-example numbers of the structured method: floats of stored factors, floats alive
     while computing them, flops per example (beyond the backward passes) and per pair."""
+
     stored: float
     transient: float
     row_flops: float
@@ -99,8 +102,12 @@ def _structured_size(structure, params, x, layout: Layout) -> _StructuredSize:
         h_shapes.append(h.shape)
         z_shapes.append(z.shape)
         return z
-    jax.eval_shape(lambda p, u: structure.apply(p, u, record),
-                   params, jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype))
+
+    jax.eval_shape(
+        lambda p, u: structure.apply(p, u, record),
+        params,
+        jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype),
+    )
     k, ku = layout.out_size, layout.out_size // layout.traced_size
     stored = transient = row = pair = 0.0
     for layer, hs, zs in zip(structure.layers(params), h_shapes, z_shapes):
@@ -128,8 +135,17 @@ def _block_sizes(n: int) -> list[int]:
     return out
 
 
-def cost(apply_fn: ApplyFn, params: PyTree, x1, x2, layout: Layout, batch_size: int | None,
-         memory_budget: float, method: str = "auto", allow_host: bool = True) -> NTKCost:
+def cost(
+    apply_fn: ApplyFn,
+    params: PyTree,
+    x1,
+    x2,
+    layout: Layout,
+    batch_size: int | None,
+    memory_budget: float,
+    method: str = "auto",
+    allow_host: bool = True,
+) -> NTKCost:
     """The `NTKCost` of a kernel call (`x1`, `x2` arrays or `jax.ShapeDtypeStruct`s; x2 None
     for x1 with itself); `allow_host=False` plans for a result kept on the device."""
     n1 = x1.shape[0]
@@ -151,14 +167,16 @@ def cost(apply_fn: ApplyFn, params: PyTree, x1, x2, layout: Layout, batch_size: 
         jac_rows = (b1 if same else b1 + b2) * k
         if m == "jacobian":
             # A vjp costs ~3 forward passes, a jvp ~2 (forward plus tangent).
-            flops = n_blocks * (jac_rows * 3 * fwd + _JACOBIAN_CONTRACTION_COST * 2.0 * b1 * b2
-                                * k * ku * num_params)
+            flops = n_blocks * (
+                jac_rows * 3 * fwd
+                + _JACOBIAN_CONTRACTION_COST * 2.0 * b1 * b2 * k * ku * num_params
+            )
             mem = jac_rows * (num_params + act) + b1 * b2 * ku * ku
         elif m == "ntvp":
             # the jvps carry a tangent of every intermediate per (x1 example, x2 cotangent)
             flops = n_blocks * (b2 * k * 3 * fwd + b2 * k * b1 * 2 * fwd)
             mem = b2 * k * num_params + b2 * k * b1 * (k + act) + b1 * b2 * ku * ku
-        else:   # structured: factors once per row, Grams per pair
+        else:  # structured: factors once per row, Grams per pair
             ex = rows + (0 if x2 is None and rows == n2 else n2)
             flops = ex * (k * 3 * fwd + size.row_flops) + rows * n2 * size.pair_flops
             # per layer an H Gram, a G Gram, their product and the running sum per row block
@@ -169,15 +187,23 @@ def cost(apply_fn: ApplyFn, params: PyTree, x1, x2, layout: Layout, batch_size: 
     methods = ["jacobian", "ntvp"] + (["structured"] if structure is not None else [])
     on_host = allow_host and itemsize * result > memory_budget / 2
     rows = n1
-    if on_host:   # block rows of x1 against all of x2, each brought to host
-        rows = next((b for b in _block_sizes(n1)
-                     if min(estimate(m, b, b)[1] for m in methods) <= memory_budget), 1)
+    if on_host:  # block rows of x1 against all of x2, each brought to host
+        rows = next(
+            (
+                b
+                for b in _block_sizes(n1)
+                if min(estimate(m, b, b)[1] for m in methods) <= memory_budget
+            ),
+            1,
+        )
 
     def block(m: str) -> int:
         if batch_size is not None:
             return int(batch_size)
-        return next((b for b in _block_sizes(max(rows, n2))
-                     if estimate(m, b, rows)[1] <= memory_budget), 1)
+        return next(
+            (b for b in _block_sizes(max(rows, n2)) if estimate(m, b, rows)[1] <= memory_budget), 1
+        )
+
     blocks = {m: block(m) for m in methods}
     est = {m: estimate(m, blocks[m], rows) for m in methods}
     flops = {m: est[m][0] * (-(-n1 // rows)) for m in methods}
@@ -195,19 +221,25 @@ def cost(apply_fn: ApplyFn, params: PyTree, x1, x2, layout: Layout, batch_size: 
             chosen = min(fits, key=lambda m: flops[m])
             other = "ntvp" if chosen == "jacobian" else "jacobian"
             if other in fits:
-                reason = (f"{chosen}: fewer flops ({flops[chosen]:.3g} vs {flops[other]:.3g} for "
-                          f"{other}); both fit the {gib(memory_budget)} budget")
+                reason = (
+                    f"{chosen}: fewer flops ({flops[chosen]:.3g} vs {flops[other]:.3g} for "
+                    f"{other}); both fit the {gib(memory_budget)} budget"
+                )
             else:
-                reason = (f"{chosen}: {other} needs {gib(memory[other])}, over the "
-                          f"{gib(memory_budget)} budget; {chosen} needs {gib(memory[chosen])}")
+                reason = (
+                    f"{chosen}: {other} needs {gib(memory[other])}, over the "
+                    f"{gib(memory_budget)} budget; {chosen} needs {gib(memory[chosen])}"
+                )
         else:
             chosen = min(("jacobian", "ntvp"), key=lambda m: memory[m])
             reason = f"{chosen}: it needs the least memory"
     b = blocks.get(chosen, 1)
     if memory.get(chosen, 0.0) > memory_budget:
-        reason += (f"; it needs {gib(memory[chosen])}, over the {gib(memory_budget)} budget even "
-                   f"at block {min(b, rows)}x{min(b, n2)}"
-                   + ("" if batch_size is None else ": pass a smaller `batch_size`"))
+        reason += (
+            f"; it needs {gib(memory[chosen])}, over the {gib(memory_budget)} budget even "
+            f"at block {min(b, rows)}x{min(b, n2)}"
+            + ("" if batch_size is None else ": pass a smaller `batch_size`")
+        )
     reason += where
     shape = (min(b, rows), n2 if chosen == "structured" else min(b, n2))
     return NTKCost(chosen, reason, flops, memory, fwd, num_params, shape, on_host)

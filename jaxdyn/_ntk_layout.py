@@ -3,6 +3,7 @@ and the one contraction of per-example derivatives that every method ends with.
 
 Private to `jaxdyn.ntk` (conventions in its module docstring).
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,9 @@ HIGHEST = jax.lax.Precision.HIGHEST
 
 class Layout(NamedTuple):
     """Output layout of one example: shape without batch axis, and normalised trace axes."""
+
     out_shape: tuple[int, ...]
-    traced: tuple[int, ...]     # positions within out_shape
+    traced: tuple[int, ...]  # positions within out_shape
 
     @property
     def out_size(self) -> int:
@@ -57,25 +59,32 @@ def layout(apply_fn: ApplyFn, params: PyTree, x1: jax.Array, trace_axes: tuple[i
     """
     # The whole of x1, abstractly (no computation), so a refusal names the user's shape.
     n = x1.shape[0] if x1.ndim else 1
-    out = check_model_input(apply_fn, params, jax.ShapeDtypeStruct(x1.shape, x1.dtype),
-                            x_name="x1")
+    out = check_model_input(apply_fn, params, jax.ShapeDtypeStruct(x1.shape, x1.dtype), x_name="x1")
     if not isinstance(out, jax.ShapeDtypeStruct):
         raise TypeError(
             "`apply_fn(params, x)` must return a single array with the batch axis first; got "
-            f"{jax.tree_util.tree_structure(out)}. Wrap it to return one array.")
+            f"{jax.tree_util.tree_structure(out)}. Wrap it to return one array."
+        )
     if len(out.shape) < 1 or out.shape[0] != n:
         raise ValueError(
             f"`apply_fn(params, x)` must keep the batch axis first: a batch of {n} gave output "
-            f"shape {tuple(out.shape)}.")
+            f"shape {tuple(out.shape)}."
+        )
     ndim = len(out.shape)
     outputs = f"(n, {', '.join(map(str, out.shape[1:]))})"
     if any(not -ndim <= a < ndim for a in trace_axes):
-        fail("trace_axes", f"output axes of the outputs {outputs}, from 1 to {ndim - 1} or "
-                           f"{-ndim + 1} to -1", f"{tuple(trace_axes)} (out of range)")
+        fail(
+            "trace_axes",
+            f"output axes of the outputs {outputs}, from 1 to {ndim - 1} or {-ndim + 1} to -1",
+            f"{tuple(trace_axes)} (out of range)",
+        )
     traced = check_axes("trace_axes", trace_axes, ndim)
     if 0 in traced:
-        fail("trace_axes", f"output axes of the outputs {outputs}, not the batch axis 0",
-             f"{tuple(trace_axes)}")
+        fail(
+            "trace_axes",
+            f"output axes of the outputs {outputs}, not the batch axis 0",
+            f"{tuple(trace_axes)}",
+        )
     return Layout(tuple(out.shape[1:]), tuple(sorted(a - 1 for a in traced)))
 
 

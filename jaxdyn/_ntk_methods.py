@@ -7,6 +7,7 @@
 Both return `{group: kernel (n1, n2, *pairs)}` for the parameter groups `{name: [leaf
 indices]}`; `jaxdyn.ntk` tiles them (`jaxdyn.batching`) and picks one (`jaxdyn._ntk_cost`).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,24 +21,34 @@ PyTree = Any
 Groups = dict[str, list[int]]
 
 
-def per_example_jacobian(apply_fn: ApplyFn, params: PyTree, x: jax.Array,
-                         layout: Layout) -> list[jax.Array]:
+def per_example_jacobian(
+    apply_fn: ApplyFn, params: PyTree, x: jax.Array, layout: Layout
+) -> list[jax.Array]:
     """Leaves of d f(x_i) / d params, each flattened to (n, *out, p_leaf)."""
+
     def single(p, xi):
         return apply_fn(p, xi[None])[0]
+
     jac = jax.vmap(jax.jacrev(single), in_axes=(None, 0))(params, x)
     lead = 1 + len(layout.out_shape)
     return [leaf.reshape((*leaf.shape[:lead], -1)) for leaf in jax.tree_util.tree_leaves(jac)]
 
 
-def jacobian_block(apply_fn: ApplyFn, params: PyTree, x1: jax.Array, x2: jax.Array | None,
-                   layout: Layout, groups: Groups) -> dict[str, jax.Array]:
+def jacobian_block(
+    apply_fn: ApplyFn,
+    params: PyTree,
+    x1: jax.Array,
+    x2: jax.Array | None,
+    layout: Layout,
+    groups: Groups,
+) -> dict[str, jax.Array]:
     """`{group: kernel (n1, n2, *pairs)}` from per-example Jacobians (x2 None: x2 = x1, whose
     Jacobian is then computed once)."""
     jac1 = per_example_jacobian(apply_fn, params, x1, layout)
     jac2 = jac1 if x2 is None else per_example_jacobian(apply_fn, params, x2, layout)
-    return {name: sum(contract(jac1[i], jac2[i], layout) for i in idx)
-            for name, idx in groups.items()}
+    return {
+        name: sum(contract(jac1[i], jac2[i], layout) for i in idx) for name, idx in groups.items()
+    }
 
 
 def restrict(apply_fn: ApplyFn, params: PyTree, idx: list[int]):
@@ -51,6 +62,7 @@ def restrict(apply_fn: ApplyFn, params: PyTree, idx: list[int]):
         for i, leaf in zip(idx, sub):
             full[i] = leaf
         return apply_fn(jax.tree_util.tree_unflatten(treedef, full), x)
+
     return f, chosen
 
 
@@ -65,17 +77,24 @@ def ntvp_kernel(f: ApplyFn, p: PyTree, x1: jax.Array, x2: jax.Array, layout: Lay
 
         def one(e):
             (v,) = vjp_fn(e)
-            return jax.jvp(f1, (p,), (v,))[1]       # (n1, *out)
-        return jax.vmap(one)(basis)                  # (out_size, n1, *out)
+            return jax.jvp(f1, (p,), (v,))[1]  # (n1, *out)
 
-    cols = jax.vmap(column)(x2)                      # (n2, out_size, n1, *out)
+        return jax.vmap(one)(basis)  # (out_size, n1, *out)
+
+    cols = jax.vmap(column)(x2)  # (n2, out_size, n1, *out)
     cols = cols.reshape((x2.shape[0], *layout.out_shape, x1.shape[0], *layout.out_shape))
     c1, c2, pairs = layout.einsum_letters()
     return traced_mean(jnp.einsum(f"j{c2}i{c1}->ij{pairs}", cols, precision=HIGHEST), layout)
 
 
-def ntvp_block(apply_fn: ApplyFn, params: PyTree, x1: jax.Array, x2: jax.Array | None,
-               layout: Layout, groups: Groups) -> dict[str, jax.Array]:
+def ntvp_block(
+    apply_fn: ApplyFn,
+    params: PyTree,
+    x1: jax.Array,
+    x2: jax.Array | None,
+    layout: Layout,
+    groups: Groups,
+) -> dict[str, jax.Array]:
     """`{group: kernel (n1, n2, *pairs)}` from NTK-vector products, one group at a time."""
     x2 = x1 if x2 is None else x2
     out = {}

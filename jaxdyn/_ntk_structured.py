@@ -6,6 +6,7 @@ A Dense layer's per-example gradient is an outer product, so its NTK part is
 gradients `G_l`: `k` batch vjps and matrix products. A Conv layer's per-example weight
 gradient is `patches^T G_l`, contracted directly (its weights are few; its positions many).
 """
+
 from __future__ import annotations
 
 import functools
@@ -31,16 +32,20 @@ def model_structure(apply_fn: ApplyFn, params: PyTree) -> tuple[Any, str | None]
     `params`, why not."""
     structure = jaxdyn_structure.of(apply_fn)
     if structure is None:
-        return None, ("`apply_fn` has no `linear_structure` attribute (see jaxdyn.structure): "
-                      "it is not a jaxdyn.nets serial network of Dense/Conv layers and "
-                      "per-example layers, nor a flax model of Dense layers, passed as is")
+        return None, (
+            "`apply_fn` has no `linear_structure` attribute (see jaxdyn.structure): "
+            "it is not a jaxdyn.nets serial network of Dense/Conv layers and "
+            "per-example layers, nor a flax model of Dense layers, passed as is"
+        )
     n_leaves = len(jax.tree_util.tree_leaves(params))
     covered = []
     for layer in structure.layers(params):
         covered += [layer.w_leaf] + ([] if layer.b_leaf is None else [layer.b_leaf])
     if sorted(covered) != list(range(n_leaves)):
-        return None, (f"its linear layers use parameter leaves {sorted(covered)}, but params "
-                      f"has leaves 0..{n_leaves - 1}: every leaf must belong to exactly one layer")
+        return None, (
+            f"its linear layers use parameter leaves {sorted(covered)}, but params "
+            f"has leaves 0..{n_leaves - 1}: every leaf must belong to exactly one layer"
+        )
     return structure, None
 
 
@@ -60,10 +65,13 @@ def linear_factors(structure, params, x, layout: Layout) -> list[dict[str, jax.A
     def record(l, h, z):
         shapes.append(z.shape)
         return z
+
     jax.eval_shape(lambda p, u: structure.apply(p, u, record), params, x)
     if len(shapes) != len(layers):
-        raise ValueError(f"The model's linear_structure.apply called `tap` {len(shapes)} times, "
-                         f"but its layers() lists {len(layers)} layers; they must agree.")
+        raise ValueError(
+            f"The model's linear_structure.apply called `tap` {len(shapes)} times, "
+            f"but its layers() lists {len(layers)} layers; they must agree."
+        )
     probes = [jnp.zeros(shape, dtype) for shape in shapes]
 
     def run(ps):
@@ -71,8 +79,10 @@ def linear_factors(structure, params, x, layout: Layout) -> list[dict[str, jax.A
 
         def tap(l, h, z):
             inputs.append(h)
-            return z + ps[l].astype(z.dtype)    # cast: a wider probe must not widen the pass
+            return z + ps[l].astype(z.dtype)  # cast: a wider probe must not widen the pass
+
         return structure.apply(params, x, tap), inputs
+
     _, vjp_fn, inputs = jax.vjp(run, probes, has_aux=True)
     # Examples do not interact, so one batch vjp with output a selected for every example
     # gives each example's own gradient of f_a.
@@ -80,22 +90,32 @@ def linear_factors(structure, params, x, layout: Layout) -> list[dict[str, jax.A
     (grads,) = jax.vmap(vjp_fn)(jnp.broadcast_to(basis, (layout.out_size, n, *layout.out_shape)))
     out = []
     for layer, h, g in zip(layers, inputs, grads):
-        g = jnp.moveaxis(g, 0, 1)                     # (n, out_size, *z shape)
+        g = jnp.moveaxis(g, 0, 1)  # (n, out_size, *z shape)
         if layer.conv is None:
             out.append({"h": h, "g": g.reshape((n, *layout.out_shape, g.shape[-1]))})
             continue
         spec = layer.conv
         patches = jax.lax.conv_general_dilated_patches(
-            h, spec.filter_shape, spec.strides, spec.padding,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=HIGHEST)
-        patches = patches.reshape((n, -1, patches.shape[-1]))           # (n, S, fh fw C)
-        g = g.reshape((n, layout.out_size, -1, g.shape[-1]))            # (n, k, S, width)
+            h,
+            spec.filter_shape,
+            spec.strides,
+            spec.padding,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            precision=HIGHEST,
+        )
+        patches = patches.reshape((n, -1, patches.shape[-1]))  # (n, S, fh fw C)
+        g = g.reshape((n, layout.out_size, -1, g.shape[-1]))  # (n, k, S, width)
         # The weight gradient of a convolution is the sum over positions of patch x gradient;
         # the patch feature order differs from HWIO, which inner products do not see.
         w = jnp.einsum("nsp,nasc->napc", patches, g, precision=HIGHEST)
-        out.append({"w": w.reshape((n, *layout.out_shape, -1)),
-                    "b": None if layer.b_leaf is None else
-                    jnp.sum(g, axis=2).reshape((n, *layout.out_shape, g.shape[-1]))})
+        out.append(
+            {
+                "w": w.reshape((n, *layout.out_shape, -1)),
+                "b": None
+                if layer.b_leaf is None
+                else jnp.sum(g, axis=2).reshape((n, *layout.out_shape, g.shape[-1])),
+            }
+        )
     return out
 
 
@@ -104,22 +124,29 @@ def linear_gram(layers, f1, f2, layout: Layout, groups: Groups) -> dict[str, jax
     part = {}
     for layer, a, b in zip(layers, f1, f2):
         if layer.conv is None:
-            gram_g = contract(a["g"], b["g"], layout)                      # (n1, n2, *pairs)
+            gram_g = contract(a["g"], b["g"], layout)  # (n1, n2, *pairs)
             gram_h = jnp.einsum("iz,jz->ij", a["h"], b["h"], precision=HIGHEST)
             gram_h = gram_h.reshape(gram_h.shape + (1,) * (gram_g.ndim - 2))
-            part[layer.w_leaf] = layer.c_W ** 2 * gram_h * gram_g
+            part[layer.w_leaf] = layer.c_W**2 * gram_h * gram_g
             if layer.b_leaf is not None:
-                part[layer.b_leaf] = layer.c_b ** 2 * gram_g
+                part[layer.b_leaf] = layer.c_b**2 * gram_g
         else:
-            part[layer.w_leaf] = layer.c_W ** 2 * contract(a["w"], b["w"], layout)
+            part[layer.w_leaf] = layer.c_W**2 * contract(a["w"], b["w"], layout)
             if layer.b_leaf is not None:
-                part[layer.b_leaf] = layer.c_b ** 2 * contract(a["b"], b["b"], layout)
+                part[layer.b_leaf] = layer.c_b**2 * contract(a["b"], b["b"], layout)
     return {name: sum(part[i] for i in idx) for name, idx in groups.items()}
 
 
-def structured_kernels(apply_fn: ApplyFn, params: PyTree, x1: jax.Array, x2: jax.Array | None,
-                       layout: Layout, groups: Groups, b: int,
-                       gather: Callable[[PyTree], PyTree] | None = None) -> dict[str, jax.Array]:
+def structured_kernels(
+    apply_fn: ApplyFn,
+    params: PyTree,
+    x1: jax.Array,
+    x2: jax.Array | None,
+    layout: Layout,
+    groups: Groups,
+    b: int,
+    gather: Callable[[PyTree], PyTree] | None = None,
+) -> dict[str, jax.Array]:
     """`{group: kernel (n1, n2, *pairs)}`: factors once per block of `b` rows, then Grams per
     block of x1 rows against all of x2 (for x2 None, i.e. x1 with itself, from n >=
     `SYMMETRIC_MIN_N` on: per block pair i <= j only).

@@ -152,22 +152,30 @@ def from_linen(
         variables = key_or_variables
     elif _is_prng_key(key_or_variables):
         if x_example is None:
-            fail("from_linen(x_example)",
-                 "an example input, e.g. of shape (1, d), when `key_or_variables` is a PRNG key "
-                 "(it is passed to module.init(key, x_example)); or pass an existing variables "
-                 "dict instead of a key", "None")
+            fail(
+                "from_linen(x_example)",
+                "an example input, e.g. of shape (1, d), when `key_or_variables` is a PRNG key "
+                "(it is passed to module.init(key, x_example)); or pass an existing variables "
+                "dict instead of a key",
+                "None",
+            )
         variables = module.init(key_or_variables, x_example, method=method, **apply_kwargs)
     else:
-        fail("from_linen(key_or_variables)",
-             "a PRNG key (jax.random.key / jax.random.PRNGKey, used with `x_example`) or a "
-             "variables mapping such as {'params': ..., 'batch_stats': ...}",
-             describe(key_or_variables), TypeError)
+        fail(
+            "from_linen(key_or_variables)",
+            "a PRNG key (jax.random.key / jax.random.PRNGKey, used with `x_example`) or a "
+            "variables mapping such as {'params': ..., 'batch_stats': ...}",
+            describe(key_or_variables),
+            TypeError,
+        )
 
     variables = flax.core.unfreeze(variables)
     if "params" not in variables:
-        fail("from_linen(key_or_variables)",
-             "a variables mapping with at least a 'params' collection",
-             f"the collections {sorted(variables)}")
+        fail(
+            "from_linen(key_or_variables)",
+            "a variables mapping with at least a 'params' collection",
+            f"the collections {sorted(variables)}",
+        )
     params = variables.pop("params")
     rest = variables  # non-trainable collections, frozen by closure.
 
@@ -281,19 +289,30 @@ def _check_stax(model: Any, name: str) -> tuple[Callable[..., Any], Callable[...
       TypeError: if `model` is not a tuple of 2 or 3 callables.
     """
     if not isinstance(model, tuple) or len(model) not in (2, 3):
-        what = f"a {type(model).__name__} of length {len(model)}" if isinstance(
-            model, (tuple, list)
-        ) else type(model).__qualname__
-        fail(name, "a tuple (init_fn, apply_fn) or (init_fn, apply_fn, kernel_fn) of callables, "
-             "as returned by neural_tangents.stax", what, TypeError)
+        what = (
+            f"a {type(model).__name__} of length {len(model)}"
+            if isinstance(model, (tuple, list))
+            else type(model).__qualname__
+        )
+        fail(
+            name,
+            "a tuple (init_fn, apply_fn) or (init_fn, apply_fn, kernel_fn) of callables, "
+            "as returned by neural_tangents.stax",
+            what,
+            TypeError,
+        )
     not_callable = [
         f"{role}={type(fn).__qualname__}"
         for role, fn in zip(("init_fn", "apply_fn", "kernel_fn"), model)
         if not callable(fn)
     ]
     if not_callable:
-        fail(name, "a tuple of callables (init_fn, apply_fn[, kernel_fn])",
-             f"non-callable {', '.join(not_callable)}", TypeError)
+        fail(
+            name,
+            "a tuple of callables (init_fn, apply_fn[, kernel_fn])",
+            f"non-callable {', '.join(not_callable)}",
+            TypeError,
+        )
     return model[0], model[1]
 
 
@@ -333,11 +352,17 @@ def from_stax(
       (4, 2)
     """
     init_fn, stax_apply_fn = _check_stax(model, "from_stax(model)")
-    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence) or not all(
-        isinstance(s, int) for s in input_shape
+    if (
+        isinstance(input_shape, (str, bytes))
+        or not isinstance(input_shape, Sequence)
+        or not all(isinstance(s, int) for s in input_shape)
     ):
-        fail("from_stax(input_shape)", "a sequence of ints such as (-1, d)", repr(input_shape),
-             TypeError)
+        fail(
+            "from_stax(input_shape)",
+            "a sequence of ints such as (-1, d)",
+            repr(input_shape),
+            TypeError,
+        )
     _, params = init_fn(key, tuple(input_shape))
 
     def apply_fn(params: PyTree, x: jax.Array) -> jax.Array:
@@ -387,6 +412,10 @@ def as_model(obj: Any, *args: Any, **kwargs: Any) -> tuple[ApplyFn, PyTree]:
         return from_linen(obj, *args, **kwargs)
     if isinstance(obj, nnx.Module):
         return from_nnx(obj, *args, **kwargs)
-    fail("as_model(obj)",
-         "a flax.linen.Module, a flax.nnx.Module, or a neural-tangents-style tuple "
-         "(init_fn, apply_fn[, kernel_fn]) of callables", _kind(obj), TypeError)
+    fail(
+        "as_model(obj)",
+        "a flax.linen.Module, a flax.nnx.Module, or a neural-tangents-style tuple "
+        "(init_fn, apply_fn[, kernel_fn]) of callables",
+        _kind(obj),
+        TypeError,
+    )

@@ -15,6 +15,7 @@ Example:
     >>> k = batching.map_pairs(gram, x1, x2, 64, 64)       # (n1, n2), 64 x 64 blocks at a time
     >>> k = batching.map_upper(gram, x1, 64)               # (n1, n1), blocks i <= j only
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -24,8 +25,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["AXIS", "blocks", "crop_rows", "gather_rows", "host_rows", "map_pairs", "map_rows",
-           "map_upper", "pad_rows", "shard_rows", "transpose_pairs", "unblock", "unblock_pairs"]
+__all__ = [
+    "AXIS",
+    "blocks",
+    "crop_rows",
+    "gather_rows",
+    "host_rows",
+    "map_pairs",
+    "map_rows",
+    "map_upper",
+    "pad_rows",
+    "shard_rows",
+    "transpose_pairs",
+    "unblock",
+    "unblock_pairs",
+]
 
 PyTree = Any
 AXIS = "rows"
@@ -33,6 +47,7 @@ AXIS = "rows"
 
 
 # --------------------------------------------------------------------------- padding, blocks
+
 
 def pad_rows(x: jax.Array, multiple: int) -> jax.Array:
     """`(n, ...) -> (ceil(n / multiple) * multiple, ...)`, padded by repeating the last row."""
@@ -42,9 +57,11 @@ def pad_rows(x: jax.Array, multiple: int) -> jax.Array:
 
 def blocks(rows: PyTree, b: int) -> PyTree:
     """Each leaf `(n, ...) -> (ceil(n / b), b, ...)`, the last block padded (`pad_rows`)."""
+
     def split(a):
         a = jnp.asarray(pad_rows(a, b))
         return a.reshape((a.shape[0] // b, b, *a.shape[1:]))
+
     return jax.tree_util.tree_map(split, rows)
 
 
@@ -60,10 +77,12 @@ def unblock(tree: PyTree, n: int) -> PyTree:
 
 def unblock_pairs(tree: PyTree, n1: int, n2: int) -> PyTree:
     """A grid of kernel blocks, each leaf `(nb1, nb2, b1, b2, *pairs) -> (n1, n2, *pairs)`."""
+
     def join(a):
         nb1, nb2, b1, b2 = a.shape[:4]
         a = jnp.swapaxes(a, 1, 2).reshape((nb1 * b1, nb2 * b2, *a.shape[4:]))
         return a[:n1, :n2]
+
     return jax.tree_util.tree_map(join, tree)
 
 
@@ -73,12 +92,14 @@ def transpose_pairs(a: jax.Array, lead: int = 0) -> jax.Array:
     `a` is `(*batch, n1, n2, o1, o1', o2, o2', ...)` with `lead = len(batch)` leading axes
     left in place; returns `(*batch, n2, n1, o1', o1, o2', o2, ...)`.
     """
-    perm = tuple(range(lead)) + tuple(lead + p + d for p in range(0, a.ndim - lead, 2)
-                                      for d in (1, 0))
+    perm = tuple(range(lead)) + tuple(
+        lead + p + d for p in range(0, a.ndim - lead, 2) for d in (1, 0)
+    )
     return jnp.transpose(a, perm)
 
 
 # --------------------------------------------------------------------------- blocked maps
+
 
 def map_rows(fn: Callable[[PyTree], PyTree], rows: PyTree, b: int) -> PyTree:
     """`fn` over blocks of `b` rows under `lax.map`, results concatenated back to n rows.
@@ -94,8 +115,9 @@ def map_rows(fn: Callable[[PyTree], PyTree], rows: PyTree, b: int) -> PyTree:
     return unblock(jax.lax.map(fn, blocks(rows, b)), n)
 
 
-def map_pairs(fn: Callable[[PyTree, PyTree], PyTree], rows1: PyTree, rows2: PyTree,
-              b1: int, b2: int) -> PyTree:
+def map_pairs(
+    fn: Callable[[PyTree, PyTree], PyTree], rows1: PyTree, rows2: PyTree, b1: int, b2: int
+) -> PyTree:
     """A kernel from its `b1 x b2` blocks: `fn` over every pair (block of rows1, block of
     rows2) under nested `lax.map`, reassembled.
 
@@ -135,22 +157,26 @@ def map_upper(fn: Callable[[PyTree, PyTree], PyTree], rows: PyTree, b: int) -> P
     b = min(b, n)
     xb = blocks(rows, b)
     nb = -(-n // b)
-    bi, bj = (jnp.asarray(v) for v in np.triu_indices(nb))     # block pairs i <= j
+    bi, bj = (jnp.asarray(v) for v in np.triu_indices(nb))  # block pairs i <= j
 
     def block(ij):
         i, j = ij
-        return fn(jax.tree_util.tree_map(lambda a: a[i], xb),
-                  jax.tree_util.tree_map(lambda a: a[j], xb))
-    computed = jax.lax.map(block, (bi, bj))        # (pairs, b, b, *pairs)
+        return fn(
+            jax.tree_util.tree_map(lambda a: a[i], xb), jax.tree_util.tree_map(lambda a: a[j], xb)
+        )
+
+    computed = jax.lax.map(block, (bi, bj))  # (pairs, b, b, *pairs)
 
     def assemble(blk):
         full = jnp.zeros((nb, nb, *blk.shape[1:]), blk.dtype)
         full = full.at[bj, bi].set(transpose_pairs(blk, lead=1)).at[bi, bj].set(blk)
         return unblock_pairs(full, n, n)
+
     return jax.tree_util.tree_map(assemble, computed)
 
 
 # --------------------------------------------------------------------------- host, devices
+
 
 def host_rows(fn: Callable[[jax.Array], PyTree], x: jax.Array, rows: int) -> PyTree:
     """`fn` on blocks of `rows` rows of `x` (the last padded), each result copied into numpy
@@ -168,17 +194,21 @@ def host_rows(fn: Callable[[jax.Array], PyTree], x: jax.Array, rows: int) -> PyT
     n = x.shape[0]
     out = None
     for start in range(0, n, rows):
-        part = fn(pad_rows(x[start:start + rows], rows))
+        part = fn(pad_rows(x[start : start + rows], rows))
         stop = min(start + rows, n)
         if out is None:
             out = jax.tree_util.tree_map(lambda a: np.empty((n, *a.shape[1:]), a.dtype), part)
         for dst, a in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(part)):
-            dst[start:stop] = np.asarray(a[:stop - start])
+            dst[start:stop] = np.asarray(a[: stop - start])
     return out
 
 
-def shard_rows(fn: Callable[[PyTree, PyTree], PyTree], devices: Sequence[jax.Device],
-               rows: PyTree, whole: PyTree) -> PyTree:
+def shard_rows(
+    fn: Callable[[PyTree, PyTree], PyTree],
+    devices: Sequence[jax.Device],
+    rows: PyTree,
+    whole: PyTree,
+) -> PyTree:
     """`fn(local_rows, whole)` on each device under `jax.shard_map`, with the leaves of
     `rows` split by rows over `devices` and `whole` replicated.
 
@@ -189,8 +219,9 @@ def shard_rows(fn: Callable[[PyTree, PyTree], PyTree], devices: Sequence[jax.Dev
     mesh = jax.sharding.Mesh(np.array(devices), (AXIS,))
     spec, replicated = jax.sharding.PartitionSpec(AXIS), jax.sharding.PartitionSpec()
     padded = jax.tree_util.tree_map(lambda a: pad_rows(a, len(devices)), rows)
-    return jax.shard_map(fn, mesh=mesh, in_specs=(spec, replicated), out_specs=spec,
-                         check_vma=False)(padded, whole)
+    return jax.shard_map(
+        fn, mesh=mesh, in_specs=(spec, replicated), out_specs=spec, check_vma=False
+    )(padded, whole)
 
 
 def gather_rows(tree: PyTree, n: int) -> PyTree:

@@ -3,6 +3,7 @@
 The options of `jaxdyn run NAME` are built from the experiment's settings dataclass
 (`jaxdyn.experiments._runner`); this module only dispatches and reports errors.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,19 +18,28 @@ _USER_ERRORS = (ValueError, TypeError, FileNotFoundError, OSError)
 
 def _parser() -> argparse.ArgumentParser:
     from jaxdyn.experiments import EXPERIMENTS, _runner
+
     parser = argparse.ArgumentParser(
         prog="jaxdyn",
-        description="jaxdyn: how neural networks learn, against what kernels predict.")
+        description="jaxdyn: how neural networks learn, against what kernels predict.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run an experiment (see `jaxdyn list`)")
     runs = run.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
     for name, module in EXPERIMENTS.items():
-        p = runs.add_parser(name, help=module.SUMMARY, description=module.__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--out", default=f"out/{name}",
-                       help=f"output folder: results.json, figures, per-point files "
-                            f"(default out/{name}); rerunning with the same folder resumes an "
-                            "interrupted run")
+        p = runs.add_parser(
+            name,
+            help=module.SUMMARY,
+            description=module.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument(
+            "--out",
+            default=f"out/{name}",
+            help=f"output folder: results.json, figures, per-point files "
+            f"(default out/{name}); rerunning with the same folder resumes an "
+            "interrupted run",
+        )
         _runner.add_arguments(p, module)
         p.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.add_parser("list", help="list the experiments")
@@ -39,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _info() -> None:
     from jaxdyn import results
+
     env = results.environment()
     for key, value in env.items():
         if key not in ("devices", "x64_enabled"):
@@ -46,13 +57,16 @@ def _info() -> None:
     for d in env["devices"]:
         print(f"device {d['id']}: {d['platform']} {d['kind']}")
     print(f"x64 enabled (global JAX default): {env['x64_enabled']}")
-    print("experiments compute in the --dtype they are given (float64 by default), enabling x64 "
-          "only inside their run")
+    print(
+        "experiments compute in the --dtype they are given (float64 by default), enabling x64 "
+        "only inside their run"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from jaxdyn.experiments import EXPERIMENTS, _runner
+
     if args.command == "list":
         for name, module in EXPERIMENTS.items():
             print(f"{name:<20} {module.SUMMARY}")

@@ -16,6 +16,7 @@ Example:
   ...                     out_dir="runs/width", metrics=["rmse_net_lin"])
   >>> sweep.slopes["rmse_net_lin"].slope      # about -1 in the NTK regime
 """
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,16 @@ from jaxdyn.sweep import _run_grid
 from jaxdyn.train import Trajectory
 
 __all__ = [
-    "Agreement", "Slope", "SweepResult", "accuracy", "agreement", "fit_loglog_slope", "rmse",
-    "rmse_over_time", "width_sweep", "write_json_atomic",
+    "Agreement",
+    "Slope",
+    "SweepResult",
+    "accuracy",
+    "agreement",
+    "fit_loglog_slope",
+    "rmse",
+    "rmse_over_time",
+    "width_sweep",
+    "write_json_atomic",
 ]
 
 Progress = Callable[[int, int, str], Any]
@@ -86,29 +95,34 @@ def _classes_from_targets(targets: np.ndarray, k: int, n: int) -> np.ndarray:
         if flat is None:
             raise ValueError(
                 f"`labels_or_targets` must be (n,) or (n, 1) = ({n},) or ({n}, 1) +-1 targets for "
-                f"k = 1 outputs; got shape {targets.shape}.")
+                f"k = 1 outputs; got shape {targets.shape}."
+            )
         if np.any(flat == 0) or not np.all(np.isfinite(flat)):
             bad = int(np.flatnonzero((flat == 0) | ~np.isfinite(flat))[0])
             raise ValueError(
                 f"`labels_or_targets[{bad}]` = {flat[bad].item()!r}; for k = 1 outputs the class "
                 "is the sign, so targets must be nonzero finite (+-1; map {0, 1} labels to "
-                "2*y - 1).")
+                "2*y - 1)."
+            )
         return (flat > 0).astype(np.int64)
     if targets.shape == (n,):
         if targets.dtype.kind not in "iu":
             raise ValueError(
                 f"`labels_or_targets` of shape ({n},) must be integer class labels; got dtype "
-                f"{targets.dtype} (pass one-hot targets as ({n}, {k})).")
+                f"{targets.dtype} (pass one-hot targets as ({n}, {k}))."
+            )
         if np.any((targets < 0) | (targets >= k)):
             bad = int(np.flatnonzero((targets < 0) | (targets >= k))[0])
             raise ValueError(
-                f"`labels_or_targets[{bad}]` = {int(targets[bad])} is not a class in [0, {k}).")
+                f"`labels_or_targets[{bad}]` = {int(targets[bad])} is not a class in [0, {k})."
+            )
         return targets.astype(np.int64)
     if targets.shape == (n, k):
         return np.argmax(targets, axis=-1)
     raise ValueError(
         f"`labels_or_targets` must be int labels ({n},) or one-hot targets ({n}, {k}) for "
-        f"outputs with n = {n}, k = {k}; got shape {targets.shape}.")
+        f"outputs with n = {n}, k = {k}; got shape {targets.shape}."
+    )
 
 
 def accuracy(f: Any, labels_or_targets: Any) -> np.ndarray:
@@ -123,7 +137,8 @@ def accuracy(f: Any, labels_or_targets: Any) -> np.ndarray:
     f_arr = _as_float_array("f", f)
     if f_arr.ndim < 2 or f_arr.shape[-2] == 0 or f_arr.shape[-1] == 0:
         raise ValueError(
-            f"`f` must be outputs (..., n, k) with n, k >= 1; got shape {f_arr.shape}.")
+            f"`f` must be outputs (..., n, k) with n, k >= 1; got shape {f_arr.shape}."
+        )
     n, k = f_arr.shape[-2:]
     targets = np.asarray(labels_or_targets)
     if targets.dtype.kind not in "biuf":
@@ -157,6 +172,7 @@ class Agreement(NamedTuple):
       accuracy_net_test, accuracy_lin_test, accuracy_closed_form_test: test accuracy (see
         `accuracy`) against `y_test`.
     """
+
     steps: np.ndarray
     rmse_net_lin_train: np.ndarray | None
     rmse_net_lin_test: np.ndarray | None
@@ -175,17 +191,18 @@ def _check_outputs(name: str, f: Any, expected: tuple[int, ...] | None, what: st
     if arr.ndim != 3:
         raise ValueError(
             f"`{name}` must be (T, {what}, k) outputs of one run; got shape {arr.shape} (for a "
-            "vmapped ensemble, select one seed: jax.tree_util.tree_map(lambda a: a[i], traj)).")
+            "vmapped ensemble, select one seed: jax.tree_util.tree_map(lambda a: a[i], traj))."
+        )
     if expected is not None and arr.shape != expected:
         raise ValueError(
-            f"`{name}` must have shape {expected} like the network's; got {arr.shape}.")
+            f"`{name}` must have shape {expected} like the network's; got {arr.shape}."
+        )
     return arr
 
 
 def _check_trajectory(name: str, traj: Any) -> None:
     if not isinstance(traj, Trajectory):
-        raise TypeError(
-            f"`{name}` must be a jaxdyn.train.Trajectory; got {type(traj).__name__}.")
+        raise TypeError(f"`{name}` must be a jaxdyn.train.Trajectory; got {type(traj).__name__}.")
 
 
 def _relative_error(f: np.ndarray, ref: np.ndarray, eps: float) -> np.ndarray:
@@ -195,7 +212,7 @@ def _relative_error(f: np.ndarray, ref: np.ndarray, eps: float) -> np.ndarray:
     # Where the outputs have not moved (step 0) the ratio is 0/0 up to rounding: the network
     # and its linearization agree at initialisation only to a few ulps (different evaluation
     # order). Report 0 there; a gap above rounding with no movement is unbounded: inf.
-    scale = np.sqrt(np.sum(ref ** 2, axis=(1, 2))) + np.sqrt(np.sum(f ** 2, axis=(1, 2)))
+    scale = np.sqrt(np.sum(ref**2, axis=(1, 2))) + np.sqrt(np.sum(f**2, axis=(1, 2)))
     out = np.where(num <= math.sqrt(eps) * scale, 0.0, np.inf)
     np.divide(num, den, out=out, where=den > 0)
     return out
@@ -205,11 +222,17 @@ def _eps(*arrays: Any) -> float:
     """Machine epsilon of the least precise of `arrays` (before the float64 conversion)."""
     dtypes = [np.asarray(a).dtype for a in arrays]
     return max(float(np.finfo(d).eps) if d.kind == "f" else 0.0 for d in dtypes) or float(
-        np.finfo(np.float64).eps)
+        np.finfo(np.float64).eps
+    )
 
 
-def agreement(net: Trajectory, lin: Trajectory | None = None,
-              closed_form: tuple[Any, Any] | None = None, *, y_test: Any = None) -> Agreement:
+def agreement(
+    net: Trajectory,
+    lin: Trajectory | None = None,
+    closed_form: tuple[Any, Any] | None = None,
+    *,
+    y_test: Any = None,
+) -> Agreement:
     """Agreement of a trained network with its linearization and the closed form.
 
     Args:
@@ -230,16 +253,20 @@ def agreement(net: Trajectory, lin: Trajectory | None = None,
     if steps.ndim != 1:
         raise ValueError(
             f"`net.steps` must be (T,); got shape {steps.shape} (for a vmapped ensemble, select "
-            "one seed: jax.tree_util.tree_map(lambda a: a[i], traj)).")
+            "one seed: jax.tree_util.tree_map(lambda a: a[i], traj))."
+        )
     t = steps.shape[0]
     net_tr = _check_outputs("net.f_train", net.f_train, None, "n")
     if net_tr.shape[0] != t:
-        raise ValueError(f"`net.f_train` must have T = {t} recorded steps like `net.steps`; got "
-                         f"shape {net_tr.shape}.")
+        raise ValueError(
+            f"`net.f_train` must have T = {t} recorded steps like `net.steps`; got "
+            f"shape {net_tr.shape}."
+        )
     net_te = None if net.f_test is None else _check_outputs("net.f_test", net.f_test, None, "m")
     if net_te is not None and (net_te.shape[0] != t or net_te.shape[2] != net_tr.shape[2]):
         raise ValueError(
-            f"`net.f_test` must be (T={t}, m, k={net_tr.shape[2]}); got {net_te.shape}.")
+            f"`net.f_test` must be (T={t}, m, k={net_tr.shape[2]}); got {net_te.shape}."
+        )
 
     lin_tr = lin_te = None
     if lin is not None:
@@ -248,12 +275,14 @@ def agreement(net: Trajectory, lin: Trajectory | None = None,
         if lin_steps.shape != steps.shape or not np.array_equal(lin_steps, steps):
             raise ValueError(
                 f"`lin.steps` must equal `net.steps` {steps.tolist()}; got {lin_steps.tolist()} "
-                "(train both with the same `steps` and `record_every`).")
+                "(train both with the same `steps` and `record_every`)."
+            )
         lin_tr = _check_outputs("lin.f_train", lin.f_train, net_tr.shape, "n")
         if (lin.f_test is None) != (net_te is None):
             raise ValueError(
                 f"`lin.f_test` is {'None' if lin.f_test is None else 'given'} but `net.f_test` is "
-                f"{'None' if net_te is None else 'given'}; expected both or neither (same x_test).")
+                f"{'None' if net_te is None else 'given'}; expected both or neither (same x_test)."
+            )
         if net_te is not None:
             lin_te = _check_outputs("lin.f_test", lin.f_test, net_te.shape, "m")
 
@@ -265,12 +294,15 @@ def agreement(net: Trajectory, lin: Trajectory | None = None,
                 got += f" of length {len(closed_form)}"
             raise TypeError(
                 "`closed_form` must be a pair (f_train (T, n, k), f_test (T, m, k) or None); got "
-                f"{got}.")
+                f"{got}."
+            )
         cf_tr = _check_outputs("closed_form[0]", closed_form[0], net_tr.shape, "n")
         if closed_form[1] is not None:
             if net_te is None:
-                raise ValueError("`closed_form[1]` (test outputs) was given but `net.f_test` is "
-                                 "None; expected None (train `net` with x_test to compare).")
+                raise ValueError(
+                    "`closed_form[1]` (test outputs) was given but `net.f_test` is "
+                    "None; expected None (train `net` with x_test to compare)."
+                )
             cf_te = _check_outputs("closed_form[1]", closed_form[1], net_te.shape, "m")
 
     def gap(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
@@ -281,14 +313,21 @@ def agreement(net: Trajectory, lin: Trajectory | None = None,
 
     return Agreement(
         steps=steps,
-        rmse_net_lin_train=gap(net_tr, lin_tr), rmse_net_lin_test=gap(net_te, lin_te),
-        rmse_net_closed_form_train=gap(net_tr, cf_tr), rmse_net_closed_form_test=gap(net_te, cf_te),
-        rmse_lin_closed_form_train=gap(lin_tr, cf_tr), rmse_lin_closed_form_test=gap(lin_te, cf_te),
+        rmse_net_lin_train=gap(net_tr, lin_tr),
+        rmse_net_lin_test=gap(net_te, lin_te),
+        rmse_net_closed_form_train=gap(net_tr, cf_tr),
+        rmse_net_closed_form_test=gap(net_te, cf_te),
+        rmse_lin_closed_form_train=gap(lin_tr, cf_tr),
+        rmse_lin_closed_form_test=gap(lin_te, cf_te),
         relative_error_net_lin_test=(
-            None if net_te is None or lin_te is None
-            else _relative_error(net_te, lin_te, _eps(net.f_test, lin.f_test))),
-        accuracy_net_test=acc(net_te), accuracy_lin_test=acc(lin_te),
-        accuracy_closed_form_test=acc(cf_te))
+            None
+            if net_te is None or lin_te is None
+            else _relative_error(net_te, lin_te, _eps(net.f_test, lin.f_test))
+        ),
+        accuracy_net_test=acc(net_te),
+        accuracy_lin_test=acc(lin_te),
+        accuracy_closed_form_test=acc(cf_te),
+    )
 
 
 # Power-law fits.
@@ -306,6 +345,7 @@ class Slope(NamedTuple):
       stderr: standard error of `slope` (NaN for exactly 2 points: no residual degrees
         of freedom).
     """
+
     slope: float
     intercept: float
     r2: float
@@ -318,8 +358,10 @@ def _check_positive_1d(name: str, x: Any) -> np.ndarray:
         raise ValueError(f"`{name}` must be 1-D; got shape {arr.shape}.")
     bad = np.flatnonzero(~np.isfinite(arr) | (arr <= 0))
     if bad.size:
-        raise ValueError(f"`{name}[{int(bad[0])}]` = {float(arr[bad[0]])!r}; a log-log fit needs "
-                         "positive finite values.")
+        raise ValueError(
+            f"`{name}[{int(bad[0])}]` = {float(arr[bad[0]])!r}; a log-log fit needs "
+            "positive finite values."
+        )
     return arr
 
 
@@ -336,19 +378,21 @@ def fit_loglog_slope(x: Any, y: Any) -> Slope:
     ly = np.log(_check_positive_1d("y", y))
     if lx.shape != ly.shape:
         raise ValueError(
-            f"`x` and `y` must have the same length; got {lx.shape[0]} and {ly.shape[0]}.")
+            f"`x` and `y` must have the same length; got {lx.shape[0]} and {ly.shape[0]}."
+        )
     p = lx.shape[0]
     if p < 2:
         raise ValueError(f"`x` and `y` must hold at least 2 points for a line; got {p}.")
     dx, dy = lx - lx.mean(), ly - ly.mean()
-    sxx = float(np.sum(dx ** 2))
+    sxx = float(np.sum(dx**2))
     if sxx == 0:
         raise ValueError(
-            f"`x` must hold at least 2 distinct values for a slope; got {np.exp(lx).tolist()}.")
+            f"`x` must hold at least 2 distinct values for a slope; got {np.exp(lx).tolist()}."
+        )
     slope = float(np.sum(dx * dy)) / sxx
     intercept = float(ly.mean() - slope * lx.mean())
     ssr = float(np.sum((dy - slope * dx) ** 2))
-    sst = float(np.sum(dy ** 2))
+    sst = float(np.sum(dy**2))
     r2 = 1.0 if sst == 0 else 1.0 - ssr / sst
     stderr = math.sqrt(ssr / (p - 2) / sxx) if p > 2 else math.nan
     return Slope(slope=slope, intercept=intercept, r2=r2, stderr=stderr)
@@ -373,6 +417,7 @@ class SweepResult(NamedTuple):
       slopes: metric name -> `Slope` of `log mean` against `log width`, for the metrics
         named in `width_sweep(metrics=...)`.
     """
+
     widths: tuple[int, ...]
     seeds: tuple[int, ...]
     points: list[dict[str, Any]]
@@ -403,22 +448,26 @@ def _numeric_metrics(points: Sequence[dict[str, Any]]) -> list[str]:
     None counts as a number here: it is how a non-finite value (a diverged point) is stored
     (see `jaxdyn.results`), and it enters the mean as NaN; a metric None everywhere is not a
     number."""
+
     def number(v: Any) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool)
 
     names = [k for k in points[0] if k not in ("width", "seed")]
-    return [k for k in names
-            if all(number(p.get(k)) or (k in p and p[k] is None) for p in points)
-            and any(number(p.get(k)) for p in points)]
+    return [
+        k
+        for k in names
+        if all(number(p.get(k)) or (k in p and p[k] is None) for p in points)
+        and any(number(p.get(k)) for p in points)
+    ]
 
 
-def _aggregate(points: Sequence[dict[str, Any]], widths: tuple[int, ...],
-               seeds: tuple[int, ...]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def _aggregate(
+    points: Sequence[dict[str, Any]], widths: tuple[int, ...], seeds: tuple[int, ...]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     mean, std = {}, {}
     for name in _numeric_metrics(points):
         # points are ordered by (width, seed): a (W, S) table.
-        table = np.array([np.nan if p[name] is None else p[name] for p in points],
-                         dtype=np.float64)
+        table = np.array([np.nan if p[name] is None else p[name] for p in points], dtype=np.float64)
         table = table.reshape(len(widths), len(seeds))
         mean[name], std[name] = table.mean(axis=1), table.std(axis=1)
     return mean, std
@@ -432,15 +481,22 @@ def _check_metrics(metrics: Any, n_widths: int) -> tuple[str, ...]:
         raise TypeError(f"`metrics` must be a metric name or a sequence of names; got {metrics!r}.")
     names = tuple(names)
     if names and n_widths < 2:
-        raise ValueError(f"`metrics` {list(names)} asks for slopes against width, which needs at "
-                         f"least 2 distinct widths; got {n_widths}.")
+        raise ValueError(
+            f"`metrics` {list(names)} asks for slopes against width, which needs at "
+            f"least 2 distinct widths; got {n_widths}."
+        )
     return names
 
 
-def width_sweep(run_point: Callable[[int, int], dict[str, Any]], widths: Iterable[int],
-                seeds: Iterable[int], *, out_dir: str | os.PathLike | None = None,
-                progress: Progress | None = None,
-                metrics: str | Sequence[str] | None = None) -> SweepResult:
+def width_sweep(
+    run_point: Callable[[int, int], dict[str, Any]],
+    widths: Iterable[int],
+    seeds: Iterable[int],
+    *,
+    out_dir: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+    metrics: str | Sequence[str] | None = None,
+) -> SweepResult:
     """Runs `run_point(width, seed)` for every pair, resumably, and fits width exponents.
 
     Args:
@@ -469,11 +525,15 @@ def width_sweep(run_point: Callable[[int, int], dict[str, Any]], widths: Iterabl
       A `SweepResult`.
     """
     if not callable(run_point):
-        raise TypeError(f"`run_point` must be callable run_point(width, seed) -> dict; got "
-                        f"{type(run_point).__name__}.")
+        raise TypeError(
+            f"`run_point` must be callable run_point(width, seed) -> dict; got "
+            f"{type(run_point).__name__}."
+        )
     if progress is not None and not callable(progress):
-        raise TypeError(f"`progress` must be callable progress(done, total, description) or "
-                        f"None; got {type(progress).__name__}.")
+        raise TypeError(
+            f"`progress` must be callable progress(done, total, description) or "
+            f"None; got {type(progress).__name__}."
+        )
     widths_t = _check_int_list("widths", widths, positive=True)
     seeds_t = _check_int_list("seeds", seeds, positive=False)
     names = _check_metrics(metrics, len(widths_t))
@@ -481,18 +541,26 @@ def width_sweep(run_point: Callable[[int, int], dict[str, Any]], widths: Iterabl
     # name the call positionally, as `run_point(width, seed)` is called.
     points = _run_grid(
         lambda width, seed: run_point(width, seed),
-        {"width": list(widths_t), "seed": list(seeds_t)}, out_dir, None, (), progress,
-        lambda key: f"`run_point({key['width']}, {key['seed']})`")
+        {"width": list(widths_t), "seed": list(seeds_t)},
+        out_dir,
+        None,
+        (),
+        progress,
+        lambda key: f"`run_point({key['width']}, {key['seed']})`",
+    )
 
     mean, std = _aggregate(points, widths_t, seeds_t)
     slopes = {}
     for name in names:
         if name not in mean:
-            raise ValueError(f"`metrics` names {name!r}, which is not a numeric metric of every "
-                             f"point; expected one of {sorted(mean)}.")
+            raise ValueError(
+                f"`metrics` names {name!r}, which is not a numeric metric of every "
+                f"point; expected one of {sorted(mean)}."
+            )
         try:
             slopes[name] = fit_loglog_slope(np.array(widths_t, dtype=np.float64), mean[name])
         except ValueError as err:
             raise ValueError(f"cannot fit the width slope of metric {name!r}: {err}") from err
-    return SweepResult(widths=widths_t, seeds=seeds_t, points=points, mean=mean, std=std,
-                       slopes=slopes)
+    return SweepResult(
+        widths=widths_t, seeds=seeds_t, points=points, mean=mean, std=std, slopes=slopes
+    )

@@ -23,6 +23,7 @@ Closed forms exist for ReLU-type (arc-cosine), Erf (arcsine), Sin and Identity; 
 `phi` goes through `gaussian_expectation`, a polar Gauss rule that is exact for the ReLU
 family's kinks and spectrally accurate for smooth `phi`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -66,6 +67,7 @@ ElementwiseFn = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax
 class Kernel(NamedTuple):
     """Infinite-width kernels of a network output: each `(n1, n2)` for vector outputs,
     `(n1, n2, H, H', W, W')` when the network ends on a spatial layer."""
+
     nngp: jax.Array
     ntk: jax.Array
 
@@ -93,6 +95,7 @@ class KernelState(NamedTuple):
         bit for bit: the ReLU / Erf kernels depend on sqrt(k11 k22 - k12^2), where a 1-ulp
         mismatch between separately rounded cov1 and nngp would become a 1e-8 error.
     """
+
     cov1: jax.Array
     nngp: jax.Array
     cov2: jax.Array
@@ -104,6 +107,7 @@ class KernelState(NamedTuple):
 
 
 # --------------------------------------------------------------------------- inputs
+
 
 def inputs_to_kernel(x1: jax.Array, x2: jax.Array | None = None) -> KernelState:
     """Kernel of raw inputs `(n, d)` or `(n, *spatial, C)`: covariances averaged over channels.
@@ -117,7 +121,7 @@ def inputs_to_kernel(x1: jax.Array, x2: jax.Array | None = None) -> KernelState:
 
     def cov(a, b, batch_diag):
         # a (n1, *spatial, C), b (n2, *spatial, C) -> (n1, [n2,] H, H', W, W', ...)
-        letters = "hwdefg"[:len(spatial)]
+        letters = "hwdefg"[: len(spatial)]
         la = "".join(letters)
         lb = "".join(l.upper() for l in letters)
         pairs = "".join(l + l.upper() for l in letters)
@@ -134,8 +138,16 @@ def inputs_to_kernel(x1: jax.Array, x2: jax.Array | None = None) -> KernelState:
         x2 = jnp.asarray(x2)
         nngp = cov(x1, x2, False)
         cov1, cov2 = cov(x1, x1, True), cov(x2, x2, True)
-    return KernelState(cov1=cov1, nngp=nngp, cov2=cov2, ntk=jnp.zeros_like(nngp),
-                       channels=channels, spatial=spatial, gaussian=False, sym=sym)
+    return KernelState(
+        cov1=cov1,
+        nngp=nngp,
+        cov2=cov2,
+        ntk=jnp.zeros_like(nngp),
+        channels=channels,
+        spatial=spatial,
+        gaussian=False,
+        sym=sym,
+    )
 
 
 def batch_diagonal(a: jax.Array) -> jax.Array:
@@ -145,18 +157,26 @@ def batch_diagonal(a: jax.Array) -> jax.Array:
 
 # --------------------------------------------------------------------------- linear layers
 
-def dense(k: KernelState, out: int, W_std: float, b_std: float | None,
-          parameterization: str) -> KernelState:
+
+def dense(
+    k: KernelState, out: int, W_std: float, b_std: float | None, parameterization: str
+) -> KernelState:
     """Kernel after `Dense(out)` acting on the channel axis (positions are not mixed)."""
-    b_var = 0.0 if b_std is None else b_std ** 2
-    affine = lambda a: W_std ** 2 * a + b_var
+    b_var = 0.0 if b_std is None else b_std**2
+    affine = lambda a: W_std**2 * a + b_var
     nngp = affine(k.nngp)
     if parameterization == "ntk":
-        ntk = nngp + W_std ** 2 * k.ntk
+        ntk = nngp + W_std**2 * k.ntk
     else:  # standard: gradients wrt W carry the un-normalised fan-in (NT's convention)
-        ntk = k.channels * k.nngp + W_std ** 2 * k.ntk + (0.0 if b_std is None else 1.0)
-    return k._replace(cov1=affine(k.cov1), nngp=nngp, cov2=affine(k.cov2), ntk=ntk,
-                      channels=int(out), gaussian=True)
+        ntk = k.channels * k.nngp + W_std**2 * k.ntk + (0.0 if b_std is None else 1.0)
+    return k._replace(
+        cov1=affine(k.cov1),
+        nngp=nngp,
+        cov2=affine(k.cov2),
+        ntk=ntk,
+        channels=int(out),
+        gaussian=True,
+    )
 
 
 def conv_output_size(size: int, filt: int, stride: int, padding: str) -> tuple[int, int, int]:
@@ -168,8 +188,9 @@ def conv_output_size(size: int, filt: int, stride: int, padding: str) -> tuple[i
     return out, total // 2, total - total // 2
 
 
-def _conv_pairs(a: jax.Array, batch_ndim: int, filter_shape: Sequence[int],
-                strides: Sequence[int], padding: str) -> jax.Array:
+def _conv_pairs(
+    a: jax.Array, batch_ndim: int, filter_shape: Sequence[int], strides: Sequence[int], padding: str
+) -> jax.Array:
     """Average of `a[..., s h + d, s h' + d, ...]` over filter offsets d, per spatial pair.
 
     The covariance of two conv outputs at (h, h') with i.i.d. filter weights is the mean
@@ -192,23 +213,38 @@ def _conv_pairs(a: jax.Array, batch_ndim: int, filter_shape: Sequence[int],
     return a
 
 
-def conv(k: KernelState, out: int, filter_shape: Sequence[int], strides: Sequence[int],
-         padding: str, W_std: float, b_std: float | None, parameterization: str) -> KernelState:
+def conv(
+    k: KernelState,
+    out: int,
+    filter_shape: Sequence[int],
+    strides: Sequence[int],
+    padding: str,
+    W_std: float,
+    b_std: float | None,
+    parameterization: str,
+) -> KernelState:
     """Kernel after a `Conv(out, filter_shape, strides, padding)` with shared weights."""
     cv = lambda a, nb: _conv_pairs(a, nb, filter_shape, strides, padding)
-    b_var = 0.0 if b_std is None else b_std ** 2
+    b_var = 0.0 if b_std is None else b_std**2
     nngp_u = cv(k.nngp, 2)
-    nngp = W_std ** 2 * nngp_u + b_var
+    nngp = W_std**2 * nngp_u + b_var
     if parameterization == "ntk":
-        ntk = nngp + W_std ** 2 * cv(k.ntk, 2)
+        ntk = nngp + W_std**2 * cv(k.ntk, 2)
     else:
         fan_in = k.channels * math.prod(filter_shape)
-        ntk = fan_in * nngp_u + W_std ** 2 * cv(k.ntk, 2) + (0.0 if b_std is None else 1.0)
-    spatial = tuple(conv_output_size(n, f, s, padding)[0]
-                    for n, f, s in zip(k.spatial, filter_shape, strides))
-    return k._replace(cov1=W_std ** 2 * cv(k.cov1, 1) + b_var, nngp=nngp,
-                      cov2=W_std ** 2 * cv(k.cov2, 1) + b_var, ntk=ntk, channels=int(out),
-                      spatial=spatial, gaussian=True)
+        ntk = fan_in * nngp_u + W_std**2 * cv(k.ntk, 2) + (0.0 if b_std is None else 1.0)
+    spatial = tuple(
+        conv_output_size(n, f, s, padding)[0] for n, f, s in zip(k.spatial, filter_shape, strides)
+    )
+    return k._replace(
+        cov1=W_std**2 * cv(k.cov1, 1) + b_var,
+        nngp=nngp,
+        cov2=W_std**2 * cv(k.cov2, 1) + b_var,
+        ntk=ntk,
+        channels=int(out),
+        spatial=spatial,
+        gaussian=True,
+    )
 
 
 def _diag_pairs(a: jax.Array, batch_ndim: int) -> jax.Array:
@@ -228,15 +264,26 @@ def flatten(k: KernelState) -> KernelState:
         d = _diag_pairs(a, nb)
         return jnp.mean(d, axis=tuple(range(nb, d.ndim)))
 
-    return k._replace(cov1=tr(k.cov1, 1), nngp=tr(k.nngp, 2), cov2=tr(k.cov2, 1),
-                      ntk=tr(k.ntk, 2), channels=k.channels * math.prod(k.spatial), spatial=())
+    return k._replace(
+        cov1=tr(k.cov1, 1),
+        nngp=tr(k.nngp, 2),
+        cov2=tr(k.cov2, 1),
+        ntk=tr(k.ntk, 2),
+        channels=k.channels * math.prod(k.spatial),
+        spatial=(),
+    )
 
 
 def global_avg_pool(k: KernelState) -> KernelState:
     """Kernel after averaging over positions: mean over all position pairs."""
     mean = lambda a, nb: jnp.mean(a, axis=tuple(range(nb, a.ndim)))
-    return k._replace(cov1=mean(k.cov1, 1), nngp=mean(k.nngp, 2), cov2=mean(k.cov2, 1),
-                      ntk=mean(k.ntk, 2), spatial=())
+    return k._replace(
+        cov1=mean(k.cov1, 1),
+        nngp=mean(k.nngp, 2),
+        cov2=mean(k.cov2, 1),
+        ntk=mean(k.ntk, 2),
+        spatial=(),
+    )
 
 
 def fan_in_sum(ks: Sequence[KernelState]) -> KernelState:
@@ -250,16 +297,23 @@ def fan_in_sum(ks: Sequence[KernelState]) -> KernelState:
         raise ValueError(
             "FanInSum adds branch covariances, which needs every branch output to be a "
             "mean-zero Gaussian (end each branch with Dense / Conv, or feed the block from "
-            f"one); got branch outputs gaussian={[k.gaussian for k in ks]}.")
+            f"one); got branch outputs gaussian={[k.gaussian for k in ks]}."
+        )
     shapes = [(k.nngp.shape, k.spatial) for k in ks]
     if any(s != shapes[0] for s in shapes):
         raise ValueError(f"FanInSum needs branches of equal shape; got {shapes}.")
     tot = lambda name: sum(getattr(k, name) for k in ks)
-    return first._replace(cov1=tot("cov1"), nngp=tot("nngp"), cov2=tot("cov2"), ntk=tot("ntk"),
-                          gaussian=all(k.gaussian for k in ks))
+    return first._replace(
+        cov1=tot("cov1"),
+        nngp=tot("nngp"),
+        cov2=tot("cov2"),
+        ntk=tot("ntk"),
+        gaussian=all(k.gaussian for k in ks),
+    )
 
 
 # --------------------------------------------------------------------------- nonlinearities
+
 
 def _variances(k: KernelState) -> tuple[jax.Array, jax.Array]:
     """Per-position variances `(n1, *spatial)`, `(n2, *spatial)`."""
@@ -316,7 +370,7 @@ def abrelu_kernel(k12, k11, k22, a: float = 0.0, b: float = 1.0):
     root = _safe_sqrt((s - k12) * (s + k12))
     theta = jnp.arctan2(root, k12)
     factor = (a - b) ** 2 / (2 * jnp.pi)
-    dot = (a ** 2 + b ** 2) / 2 - factor * theta
+    dot = (a**2 + b**2) / 2 - factor * theta
     return factor * root + dot * k12, dot
 
 
@@ -326,19 +380,19 @@ def erf_kernel(k12, k11, k22, a: float = 1.0, b: float = 1.0, c: float = 0.0):
     `E[phi phi] = a^2 (2/pi) arcsin(2 b^2 k12 / sqrt((1 + 2 b^2 k11)(1 + 2 b^2 k22))) + c^2`,
     `E[phi' phi'] = a^2 b^2 (4/pi) / sqrt((1 + 2 b^2 k11)(1 + 2 b^2 k22) - 4 b^4 k12^2)`.
     """
-    b2 = b ** 2
+    b2 = b**2
     prod = (1 + 2 * b2 * k11) * (1 + 2 * b2 * k22)
     root = _safe_sqrt(prod - 4 * (b2 * k12) ** 2)
-    nngp = a ** 2 * (2 / jnp.pi) * jnp.arctan2(2 * b2 * k12, root) + c ** 2
-    return nngp, a ** 2 * b2 * (4 / jnp.pi) / root
+    nngp = a**2 * (2 / jnp.pi) * jnp.arctan2(2 * b2 * k12, root) + c**2
+    return nngp, a**2 * b2 * (4 / jnp.pi) / root
 
 
 def sin_kernel(k12, k11, k22, a: float = 1.0, b: float = 1.0, c: float = 0.0):
     """`phi(x) = a sin(b x + c)`, from `E[cos(b(u -+ v))] = exp(-b^2 (k11 + k22 -+ 2 k12) / 2)`."""
-    s_minus = jnp.exp(b ** 2 * (-0.5 * (k11 + k22) + k12))  # E cos(b(u - v))
-    s_plus = jnp.exp(b ** 2 * (-0.5 * (k11 + k22) - k12)) * jnp.cos(2 * c)  # E cos(b(u+v)+2c)
-    half = a ** 2 / 2
-    return half * (s_minus - s_plus), half * b ** 2 * (s_minus + s_plus)
+    s_minus = jnp.exp(b**2 * (-0.5 * (k11 + k22) + k12))  # E cos(b(u - v))
+    s_plus = jnp.exp(b**2 * (-0.5 * (k11 + k22) - k12)) * jnp.cos(2 * c)  # E cos(b(u+v)+2c)
+    half = a**2 / 2
+    return half * (s_minus - s_plus), half * b**2 * (s_minus + s_plus)
 
 
 def identity_kernel(k12, k11, k22):
@@ -347,6 +401,7 @@ def identity_kernel(k12, k11, k22):
 
 
 # --------------------------------------------------------------------------- quadrature
+
 
 @functools.cache
 def radial_rule(deg: int) -> tuple[np.ndarray, np.ndarray]:
@@ -360,7 +415,7 @@ def radial_rule(deg: int) -> tuple[np.ndarray, np.ndarray]:
     deg = check_int("deg", deg, minimum=1, maximum=200)
     t, w = np.polynomial.legendre.leggauss(64)
     r = np.concatenate([p + (t + 1) / 2 for p in range(24)])
-    wr = np.tile(w / 2, 24) * r * np.exp(-r ** 2 / 2)
+    wr = np.tile(w / 2, 24) * r * np.exp(-(r**2) / 2)
     # Lanczos with full reorthogonalisation on diag(r), start vector sqrt(weights).
     q = np.sqrt(wr) / np.sqrt(wr.sum())
     Q = [q]
@@ -387,9 +442,15 @@ def _angular_rule(deg: int) -> tuple[np.ndarray, np.ndarray]:
     return (t + 1) / 2, w / 2
 
 
-def gaussian_expectation(f: Callable[[jax.Array, jax.Array], jax.Array], k12: jax.Array,
-                         k11: jax.Array, k22: jax.Array, *, deg: int = 64,
-                         angular_deg: int = 48) -> jax.Array:
+def gaussian_expectation(
+    f: Callable[[jax.Array, jax.Array], jax.Array],
+    k12: jax.Array,
+    k11: jax.Array,
+    k22: jax.Array,
+    *,
+    deg: int = 64,
+    angular_deg: int = 48,
+) -> jax.Array:
     """`E[f(u, v)]` for `(u, v) ~ N(0, [[k11, k12], [k12, k22]])`, elementwise over arrays.
 
     Writes `u = sqrt(k11) z1`, `v = sqrt(k22) (rho z1 + sqrt(1 - rho^2) z2)` with `z` standard
@@ -420,10 +481,16 @@ def gaussian_expectation(f: Callable[[jax.Array, jax.Array], jax.Array], k12: ja
     rho = jnp.where(denom > 0, k12 / jnp.where(denom > 0, denom, 1.0), 0.0)
     rho = jnp.clip(rho, -1.0, 1.0)
     alpha = jnp.arcsin(rho)
-    comp = jnp.sqrt(jnp.maximum(1 - rho ** 2, 0.0))
+    comp = jnp.sqrt(jnp.maximum(1 - rho**2, 0.0))
     # Four arcs covering [-alpha, 2pi - alpha): starts and lengths, shape (4, *k12.shape).
-    starts = jnp.stack([-alpha, jnp.full_like(alpha, jnp.pi / 2), jnp.pi - alpha,
-                        jnp.full_like(alpha, 3 * jnp.pi / 2)])
+    starts = jnp.stack(
+        [
+            -alpha,
+            jnp.full_like(alpha, jnp.pi / 2),
+            jnp.pi - alpha,
+            jnp.full_like(alpha, 3 * jnp.pi / 2),
+        ]
+    )
     lengths = jnp.stack([jnp.pi / 2 + alpha, jnp.pi / 2 - alpha] * 2)
     ex = (...,) + (None,)  # append the radial axis
     r_b = rn.reshape((1,) * (k12.ndim + 1) + (deg,))
@@ -431,12 +498,12 @@ def gaussian_expectation(f: Callable[[jax.Array, jax.Array], jax.Array], k12: ja
 
     def one_angle(acc, tw):
         t, w = tw
-        theta = starts + lengths * t                 # (4, *shape)
+        theta = starts + lengths * t  # (4, *shape)
         c, s = jnp.cos(theta)[ex], jnp.sin(theta)[ex]  # (4, *shape, 1)
-        z1, z2 = r_b * c, r_b * s                    # (4, *shape, deg)
+        z1, z2 = r_b * c, r_b * s  # (4, *shape, deg)
         u = s1[None][ex] * z1
         v = s2[None][ex] * (rho[None][ex] * z1 + comp[None][ex] * z2)
-        vals = jnp.sum(f(u, v) * rw_b, axis=-1)      # (4, *shape)
+        vals = jnp.sum(f(u, v) * rw_b, axis=-1)  # (4, *shape)
         return acc + w * jnp.sum(vals * lengths, axis=0) / (2 * jnp.pi), None
 
     acc0 = jnp.zeros(k12.shape, k12.dtype)
@@ -444,8 +511,9 @@ def gaussian_expectation(f: Callable[[jax.Array, jax.Array], jax.Array], k12: ja
     return out
 
 
-def quadrature_kernel(phi: Callable[[jax.Array], jax.Array], *, deg: int = 64,
-                      angular_deg: int = 48) -> ElementwiseFn:
+def quadrature_kernel(
+    phi: Callable[[jax.Array], jax.Array], *, deg: int = 64, angular_deg: int = 48
+) -> ElementwiseFn:
     """`ElementwiseFn` of any elementwise `phi` by `gaussian_expectation`; `phi'` by forward
     mode autodiff (the same derivative as `jax.grad` of the scalar function)."""
     if not callable(phi):
@@ -455,10 +523,12 @@ def quadrature_kernel(phi: Callable[[jax.Array], jax.Array], *, deg: int = 64,
     dphi = lambda x: jax.jvp(phi, (x,), (jnp.ones_like(x),))[1]
 
     def fn(k12, k11, k22):
-        nngp = gaussian_expectation(lambda u, v: phi(u) * phi(v), k12, k11, k22,
-                                    deg=deg, angular_deg=angular_deg)
-        dot = gaussian_expectation(lambda u, v: dphi(u) * dphi(v), k12, k11, k22,
-                                   deg=deg, angular_deg=angular_deg)
+        nngp = gaussian_expectation(
+            lambda u, v: phi(u) * phi(v), k12, k11, k22, deg=deg, angular_deg=angular_deg
+        )
+        dot = gaussian_expectation(
+            lambda u, v: dphi(u) * dphi(v), k12, k11, k22, deg=deg, angular_deg=angular_deg
+        )
         return nngp, dot
 
     return fn

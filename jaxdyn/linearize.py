@@ -6,6 +6,7 @@ studies: degree 1 is the linearized network of Lee et al. (2019), whose training
 MSE is solved in closed form by `jaxdyn.dynamics.mse`; degree 2 measures how far training
 leaves the linear regime.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,10 +14,16 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
-from jaxdyn._checks import (_NOT_INPUT_ERRORS, _abstract, check_array, check_finite, check_int,
-                            check_params, model_error)
+from jaxdyn._checks import (
+    _NOT_INPUT_ERRORS,
+    _abstract,
+    check_array,
+    check_finite,
+    check_int,
+    check_params,
+    model_error,
+)
 
 PyTree = Any
 ApplyFn = Callable[..., Any]
@@ -28,8 +35,9 @@ def _tree_sub(a: PyTree, b: PyTree) -> PyTree:
     return jax.tree_util.tree_map(lambda u, v: u - v, a, b)
 
 
-def _directional_derivatives(f: Callable[[PyTree], Any], params: PyTree,
-                             direction: PyTree, degree: int) -> tuple:
+def _directional_derivatives(
+    f: Callable[[PyTree], Any], params: PyTree, direction: PyTree, degree: int
+) -> tuple:
     """Returns `(f(p), D f(p)[d], D^2 f(p)[d, d], ..., D^degree f(p)[d, ..., d])`.
 
     Nested `jax.jvp`: the jvp of the list of derivatives up to order m - 1 contributes, in
@@ -39,7 +47,8 @@ def _directional_derivatives(f: Callable[[PyTree], Any], params: PyTree,
     if degree == 0:
         return (f(params),)
     primals, tangents = jax.jvp(
-        lambda p: _directional_derivatives(f, p, direction, degree - 1), (params,), (direction,))
+        lambda p: _directional_derivatives(f, p, direction, degree - 1), (params,), (direction,)
+    )
     return tuple(primals) + (tangents[-1],)
 
 
@@ -48,15 +57,17 @@ def _expansion(apply_fn: ApplyFn, params0: PyTree, degree: int, name: str) -> Ap
     functions share: `params` must fit `params0` (structure and leaf shapes, also under jit)
     and be finite (when concrete); a model that refuses `x` is reported in the user's terms."""
     if not callable(apply_fn):
-        raise TypeError(f"`{name}(apply_fn)` must be callable `apply_fn(params, x)`; got "
-                        f"{type(apply_fn).__name__}.")
+        raise TypeError(
+            f"`{name}(apply_fn)` must be callable `apply_fn(params, x)`; got "
+            f"{type(apply_fn).__name__}."
+        )
     check_finite(f"{name}(params0)", params0)
 
     def expanded(params: PyTree, *args, **kwargs):
         check_params("params", params, f"{name}(params0)", params0)
         check_finite("params", params)
         if args and hasattr(args[0], "dtype"):
-            check_array("x", args[0])            # a real array (jaxdyn is real-valued)
+            check_array("x", args[0])  # a real array (jaxdyn is real-valued)
         delta = _tree_sub(params, params0)
         f = lambda p: apply_fn(p, *args, **kwargs)  # noqa: E731
         try:
@@ -69,8 +80,9 @@ def _expansion(apply_fn: ApplyFn, params0: PyTree, degree: int, name: str) -> Ap
             try:
                 jax.eval_shape(f, _abstract(params0))
             except Exception:  # noqa: BLE001
-                raise model_error(error, "x", args[0] if args else None, "params0",
-                                  params=params0) from error
+                raise model_error(
+                    error, "x", args[0] if args else None, "params0", params=params0
+                ) from error
             raise
         out = terms[0]
         for j, term in enumerate(terms[1:], start=1):

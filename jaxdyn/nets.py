@@ -31,6 +31,7 @@ Identity()), FanInSum())`. As in neural-tangents, `FanInSum` adds branch covaria
 assumes the branches are uncorrelated mean-zero Gaussians (each ends in its own Dense /
 Conv, or is an identity skip of one).
 """
+
 from __future__ import annotations
 
 import functools
@@ -80,6 +81,7 @@ _PARAMS = ("ntk", "standard")
 
 class Layer(NamedTuple):
     """`(init_fn, apply_fn, kernel_fn)` of a layer or network."""
+
     init_fn: Callable[[jax.Array, Shape], tuple[Shape, PyTree]]
     apply_fn: Callable[[PyTree, jax.Array], jax.Array]
     kernel_fn: KernelFn
@@ -124,8 +126,11 @@ class _NetsStructure:
                 continue
             _, path, param, W_std, b_std, conv = op
             lp = _at(params, path)
-            z = (_dense_apply(lp, x, param, W_std, b_std) if conv is None
-                 else _conv_apply(lp, x, conv, param, W_std, b_std))
+            z = (
+                _dense_apply(lp, x, param, W_std, b_std)
+                if conv is None
+                else _conv_apply(lp, x, conv, param, W_std, b_std)
+            )
             x = tap(l, x, z)
             l += 1
         return x
@@ -165,35 +170,45 @@ def _need_rank(layer: str, shape: Shape, rank: int, what: str) -> None:
     if len(shape) != rank:
         # One axis short is usually a single example without its batch axis. (Callers that
         # slice examples, as vmap does, show the shape of one slice here.)
-        hint = (" (for a single example, add the batch axis first: x[None])"
-                if len(shape) == rank - 1 else "")
+        hint = (
+            " (for a single example, add the batch axis first: x[None])"
+            if len(shape) == rank - 1
+            else ""
+        )
         raise ValueError(f"{layer} needs inputs of shape {what}; got shape {tuple(shape)}{hint}.")
 
 
 def _check_input_shape(layer: str, shape) -> tuple[int, ...]:
     """The `input_shape` of a layer's init_fn: ints, batch size first (-1 for any)."""
     if isinstance(shape, (tuple, list)) and all(
-            isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in shape):
+        isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in shape
+    ):
         return tuple(int(d) for d in shape)
-    fail(f"{layer}.init_fn(input_shape)", "a tuple of ints, the batch size first (-1 for any)",
-         describe(shape), TypeError)
+    fail(
+        f"{layer}.init_fn(input_shape)",
+        "a tuple of ints, the batch size first (-1 for any)",
+        describe(shape),
+        TypeError,
+    )
 
 
 def _check_fan_in(layer: str, x_shape: Shape, W: jax.Array, axis: int, what: str) -> None:
     """Raises when the input's last axis does not match the weights' fan-in axis `axis`."""
     if x_shape[-1] != W.shape[axis]:
-        raise ValueError(f"{layer} needs inputs with {W.shape[axis]} {what} (its params W have "
-                         f"shape {tuple(W.shape)}); got shape {tuple(x_shape)}.")
+        raise ValueError(
+            f"{layer} needs inputs with {W.shape[axis]} {what} (its params W have "
+            f"shape {tuple(W.shape)}); got shape {tuple(x_shape)}."
+        )
 
 
 def _unpack(params, layer: str) -> tuple[jax.Array, jax.Array | None]:
     if not isinstance(params, (tuple, list)) or len(params) != 2:
-        fail(f"{layer} params", "a pair (W, b) as made by its init_fn", describe(params),
-             TypeError)
+        fail(f"{layer} params", "a pair (W, b) as made by its init_fn", describe(params), TypeError)
     return params
 
 
 # --------------------------------------------------------------------------- combinators
+
 
 def serial(*layers: Layer) -> Layer:
     """Layers one after another (the output of each is the input of the next)."""
@@ -219,8 +234,11 @@ def serial(*layers: Layer) -> Layer:
     structure = _serial_structure(layers)
     if structure is not None:
         apply_fn.linear_structure = structure
-    return Layer(init_fn, apply_fn,
-                 KernelFn(transform, "serial(" + ", ".join(l.kernel_fn.name for l in layers) + ")"))
+    return Layer(
+        init_fn,
+        apply_fn,
+        KernelFn(transform, "serial(" + ", ".join(l.kernel_fn.name for l in layers) + ")"),
+    )
 
 
 def _serial_structure(layers: tuple[Layer, ...]) -> _NetsStructure | None:
@@ -237,8 +255,9 @@ def _serial_structure(layers: tuple[Layer, ...]) -> _NetsStructure | None:
         elif per_example is not None:
             ops.append(("map", per_example))
         elif isinstance(inner, _NetsStructure):
-            ops.extend(op if op[0] == "map" else ("linear", (i, *op[1]), *op[2:])
-                       for op in inner.ops)
+            ops.extend(
+                op if op[0] == "map" else ("linear", (i, *op[1]), *op[2:]) for op in inner.ops
+            )
         else:
             return None
     if not any(op[0] == "linear" for op in ops):
@@ -256,17 +275,24 @@ def parallel(*layers: Layer) -> Layer:
             got = type(xs).__name__
             if isinstance(xs, (list, tuple)):
                 got += f" of length {len(xs)}"
-            raise ValueError(f"parallel of {n} layers needs a list of {n} {what} (put "
-                             f"FanOut({n}) before it); got {got}.")
+            raise ValueError(
+                f"parallel of {n} layers needs a list of {n} {what} (put "
+                f"FanOut({n}) before it); got {got}."
+            )
         return xs
 
     def init_fn(key, input_shapes):
-        if isinstance(input_shapes, (list, tuple)) and input_shapes and \
-                not isinstance(input_shapes[0], (list, tuple)):
+        if (
+            isinstance(input_shapes, (list, tuple))
+            and input_shapes
+            and not isinstance(input_shapes[0], (list, tuple))
+        ):
             input_shapes = None  # a single shape
         split(input_shapes, "input shapes")
-        out = [l.init_fn(k, s) for l, k, s in zip(layers, jax.random.split(key, len(layers)),
-                                                    input_shapes)]
+        out = [
+            l.init_fn(k, s)
+            for l, k, s in zip(layers, jax.random.split(key, len(layers)), input_shapes)
+        ]
         return [o[0] for o in out], tuple(o[1] for o in out)
 
     def apply_fn(params, xs):
@@ -277,16 +303,21 @@ def parallel(*layers: Layer) -> Layer:
         split(ks, "kernels")
         return [l.kernel_fn.transform(k) for l, k in zip(layers, ks)]
 
-    return Layer(init_fn, apply_fn,
-                 KernelFn(transform, f"parallel({', '.join(l.kernel_fn.name for l in layers)})"))
+    return Layer(
+        init_fn,
+        apply_fn,
+        KernelFn(transform, f"parallel({', '.join(l.kernel_fn.name for l in layers)})"),
+    )
 
 
 def FanOut(num: int) -> Layer:
     """Copies the input into a list of `num` inputs."""
     num = check_int("num", num, minimum=1)
-    return Layer(lambda key, s: ([tuple(s)] * num, ()),
-                 lambda params, x: [x] * num,
-                 KernelFn(lambda k: [k] * num, f"FanOut({num})"))
+    return Layer(
+        lambda key, s: ([tuple(s)] * num, ()),
+        lambda params, x: [x] * num,
+        KernelFn(lambda k: [k] * num, f"FanOut({num})"),
+    )
 
 
 def FanInSum() -> Layer:
@@ -308,15 +339,19 @@ def FanInSum() -> Layer:
 
 def _as_layer(l, i: int) -> Layer:
     if not (isinstance(l, tuple) and len(l) == 3 and isinstance(l[2], KernelFn)):
-        raise TypeError(f"layer {i} must be a jaxdyn.nets layer (init_fn, apply_fn, kernel_fn); "
-                        f"got {type(l).__name__}.")
+        raise TypeError(
+            f"layer {i} must be a jaxdyn.nets layer (init_fn, apply_fn, kernel_fn); "
+            f"got {type(l).__name__}."
+        )
     return Layer(*l)
 
 
 # --------------------------------------------------------------------------- linear layers
 
-def Dense(out: int, W_std: float = 1.0, b_std: float | None = 0.0,
-          parameterization: str = "ntk") -> Layer:
+
+def Dense(
+    out: int, W_std: float = 1.0, b_std: float | None = 0.0, parameterization: str = "ntk"
+) -> Layer:
     """Fully connected layer on `(n, fan_in)` inputs, params `(W (fan_in, out), b (out,))`.
 
     "ntk": `z = W_std / sqrt(fan_in) x @ W + b_std b` with W, b standard normal.
@@ -348,8 +383,12 @@ def Dense(out: int, W_std: float = 1.0, b_std: float | None = 0.0,
     apply_fn._linear_args = (param, W_std, b_std, None)
 
     def transform(k):
-        _need_rank("Dense", _kshape(k), 2, "(n, features) (add Flatten() or "
-                   "GlobalAvgPool() after the convolutions)")
+        _need_rank(
+            "Dense",
+            _kshape(k),
+            2,
+            "(n, features) (add Flatten() or GlobalAvgPool() after the convolutions)",
+        )
         return infinite.dense(k, out, W_std, b_std, param)
 
     return Layer(init_fn, apply_fn, KernelFn(transform, f"Dense({out})"))
@@ -368,9 +407,15 @@ def _dense_apply(params, x, param: str, W_std: float, b_std: float | None) -> ja
     return z if b is None else z + b[None, :]
 
 
-def Conv(out: int, filter_shape: Sequence[int], strides: Sequence[int] | None = None,
-         padding: str = "VALID", W_std: float = 1.0, b_std: float | None = 0.0,
-         parameterization: str = "ntk") -> Layer:
+def Conv(
+    out: int,
+    filter_shape: Sequence[int],
+    strides: Sequence[int] | None = None,
+    padding: str = "VALID",
+    W_std: float = 1.0,
+    b_std: float | None = 0.0,
+    parameterization: str = "ntk",
+) -> Layer:
     """2D convolution on NHWC inputs `(n, H, W, C)`, params `(W (fh, fw, C, out), b (out,))`.
 
     Parameterizations as in `Dense` with `fan_in = fh * fw * C`; weights shared across
@@ -388,11 +433,15 @@ def Conv(out: int, filter_shape: Sequence[int], strides: Sequence[int] | None = 
 
     def out_shape(shape):
         _need_rank("Conv", shape, 4, "(n, H, W, C)")
-        sp = [infinite.conv_output_size(int(n), f, s, padding)[0]
-              for n, f, s in zip(shape[1:3], filter_shape, strides)]
+        sp = [
+            infinite.conv_output_size(int(n), f, s, padding)[0]
+            for n, f, s in zip(shape[1:3], filter_shape, strides)
+        ]
         if min(sp) < 1:
-            raise ValueError(f"Conv with filter {filter_shape} and padding {padding!r} needs "
-                             f"images of at least that size; got input shape {tuple(shape)}.")
+            raise ValueError(
+                f"Conv with filter {filter_shape} and padding {padding!r} needs "
+                f"images of at least that size; got input shape {tuple(shape)}."
+            )
         return (shape[0], *sp, out)
 
     def init_fn(key, input_shape):
@@ -424,14 +473,20 @@ def Conv(out: int, filter_shape: Sequence[int], strides: Sequence[int] | None = 
     return Layer(init_fn, apply_fn, KernelFn(transform, f"Conv({out}, {filter_shape})"))
 
 
-def _conv_apply(params, x, spec: ConvSpec, param: str, W_std: float,
-                b_std: float | None) -> jax.Array:
+def _conv_apply(
+    params, x, spec: ConvSpec, param: str, W_std: float, b_std: float | None
+) -> jax.Array:
     """`Conv` on x (n, H, W, C) with params (W (fh, fw, C, out), b (out,) or None)."""
     W, b = _unpack(params, "Conv")
     _check_fan_in(f"Conv({W.shape[-1]})", x.shape, W, 2, "channels")
-    z = jax.lax.conv_general_dilated(x, W, spec.strides, spec.padding,
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                     precision=jax.lax.Precision.HIGHEST)
+    z = jax.lax.conv_general_dilated(
+        x,
+        W,
+        spec.strides,
+        spec.padding,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=jax.lax.Precision.HIGHEST,
+    )
     if param == "ntk":
         z = (W_std / math.sqrt(math.prod(W.shape[:-1]))) * z
         return z if b is None else z + b_std * b[None, None, None, :]
@@ -440,10 +495,14 @@ def _conv_apply(params, x, spec: ConvSpec, param: str, W_std: float,
 
 def Flatten() -> Layer:
     """`(n, ...)` -> `(n, prod(...))` (row-major, like `reshape`)."""
-    return _per_example(Layer(lambda key, s: ((s[0], math.prod(s[1:])), ()),
-                              lambda params, x: x.reshape((x.shape[0], -1)),
-                              KernelFn(infinite.flatten, "Flatten")),
-                        lambda x: x.reshape((x.shape[0], -1)))
+    return _per_example(
+        Layer(
+            lambda key, s: ((s[0], math.prod(s[1:])), ()),
+            lambda params, x: x.reshape((x.shape[0], -1)),
+            KernelFn(infinite.flatten, "Flatten"),
+        ),
+        lambda x: x.reshape((x.shape[0], -1)),
+    )
 
 
 def GlobalAvgPool() -> Layer:
@@ -461,11 +520,13 @@ def GlobalAvgPool() -> Layer:
         _need_rank("GlobalAvgPool", _kshape(k), 4, "(n, H, W, C)")
         return infinite.global_avg_pool(k)
 
-    return _per_example(Layer(init_fn, apply_fn, KernelFn(transform, "GlobalAvgPool")),
-                        lambda x: apply_fn((), x))
+    return _per_example(
+        Layer(init_fn, apply_fn, KernelFn(transform, "GlobalAvgPool")), lambda x: apply_fn((), x)
+    )
 
 
 # --------------------------------------------------------------------------- nonlinearities
+
 
 def _per_example(layer: Layer, fn: Callable[[jax.Array], jax.Array]) -> Layer:
     """Marks a parameter-free layer that maps each example on its own (`fn(x)` is its
@@ -474,10 +535,17 @@ def _per_example(layer: Layer, fn: Callable[[jax.Array], jax.Array]) -> Layer:
     return layer
 
 
-def _activation(name: str, phi: Callable[[jax.Array], jax.Array],
-                fn: infinite.ElementwiseFn) -> Layer:
-    return _per_example(Layer(lambda key, s: (s, ()), lambda params, x: phi(x),
-                              KernelFn(lambda k: infinite.elementwise(k, fn), name)), phi)
+def _activation(
+    name: str, phi: Callable[[jax.Array], jax.Array], fn: infinite.ElementwiseFn
+) -> Layer:
+    return _per_example(
+        Layer(
+            lambda key, s: (s, ()),
+            lambda params, x: phi(x),
+            KernelFn(lambda k: infinite.elementwise(k, fn), name),
+        ),
+        phi,
+    )
 
 
 def _check_quad(deg, angular_deg) -> None:
@@ -488,9 +556,11 @@ def _check_quad(deg, angular_deg) -> None:
 def ABRelu(a: float, b: float) -> Layer:
     """`a min(x, 0) + b max(x, 0)`; arc-cosine kernel in closed form."""
     a, b = check_float("a", a), check_float("b", b)
-    return _activation(f"ABRelu({a}, {b})",
-                       lambda x: a * jnp.minimum(x, 0) + b * jnp.maximum(x, 0),
-                       functools.partial(infinite.abrelu_kernel, a=a, b=b))
+    return _activation(
+        f"ABRelu({a}, {b})",
+        lambda x: a * jnp.minimum(x, 0) + b * jnp.maximum(x, 0),
+        functools.partial(infinite.abrelu_kernel, a=a, b=b),
+    )
 
 
 def Relu() -> Layer:
@@ -506,25 +576,38 @@ def LeakyRelu(alpha: float) -> Layer:
 def Erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:
     """`a erf(b x) + c`; arcsine kernel in closed form (neural-tangents' `Erf`)."""
     a, b, c = (check_float(n, v) for n, v in (("a", a), ("b", b), ("c", c)))
-    return _activation(f"Erf({a}, {b}, {c})", lambda x: a * jax.scipy.special.erf(b * x) + c,
-                       functools.partial(infinite.erf_kernel, a=a, b=b, c=c))
+    return _activation(
+        f"Erf({a}, {b}, {c})",
+        lambda x: a * jax.scipy.special.erf(b * x) + c,
+        functools.partial(infinite.erf_kernel, a=a, b=b, c=c),
+    )
 
 
 def Sin(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:
     """`a sin(b x + c)`; kernel in closed form."""
     a, b, c = (check_float(n, v) for n, v in (("a", a), ("b", b), ("c", c)))
-    return _activation(f"Sin({a}, {b}, {c})", lambda x: a * jnp.sin(b * x + c),
-                       functools.partial(infinite.sin_kernel, a=a, b=b, c=c))
+    return _activation(
+        f"Sin({a}, {b}, {c})",
+        lambda x: a * jnp.sin(b * x + c),
+        functools.partial(infinite.sin_kernel, a=a, b=b, c=c),
+    )
 
 
 def Identity() -> Layer:
     """`x`. Leaves the kernel untouched (a Gaussian input stays Gaussian, for FanInSum)."""
-    return _per_example(Layer(lambda key, s: (s, ()), lambda params, x: x,
-                              KernelFn(lambda k: k, "Identity")), lambda x: x)
+    return _per_example(
+        Layer(lambda key, s: (s, ()), lambda params, x: x, KernelFn(lambda k: k, "Identity")),
+        lambda x: x,
+    )
 
 
-def Elementwise(fn: Callable[[jax.Array], jax.Array], *, deg: int = 64,
-                angular_deg: int = 48, name: str | None = None) -> Layer:
+def Elementwise(
+    fn: Callable[[jax.Array], jax.Array],
+    *,
+    deg: int = 64,
+    angular_deg: int = 48,
+    name: str | None = None,
+) -> Layer:
     """Any elementwise nonlinearity `fn` (jax-differentiable, acting on arrays).
 
     Kernel by quadrature (`infinite.gaussian_expectation`, `4 * angular_deg * deg` evaluations
@@ -538,8 +621,11 @@ def Elementwise(fn: Callable[[jax.Array], jax.Array], *, deg: int = 64,
     if name is not None and not isinstance(name, str):
         fail("name", "a str or None", describe(name), TypeError)
     _check_quad(deg, angular_deg)
-    return _activation(name or f"Elementwise({getattr(fn, '__name__', 'fn')})", fn,
-                       infinite.quadrature_kernel(fn, deg=deg, angular_deg=angular_deg))
+    return _activation(
+        name or f"Elementwise({getattr(fn, '__name__', 'fn')})",
+        fn,
+        infinite.quadrature_kernel(fn, deg=deg, angular_deg=angular_deg),
+    )
 
 
 def Tanh(*, deg: int = 64, angular_deg: int = 48) -> Layer:
@@ -554,5 +640,9 @@ def Sigmoid(*, deg: int = 64, angular_deg: int = 48) -> Layer:
 
 def Gelu(*, deg: int = 64, angular_deg: int = 48) -> Layer:
     """Exact Gelu `x Phi(x)` (neural-tangents' `Gelu()`); kernel by quadrature."""
-    return Elementwise(functools.partial(jax.nn.gelu, approximate=False), deg=deg,
-                       angular_deg=angular_deg, name="Gelu")
+    return Elementwise(
+        functools.partial(jax.nn.gelu, approximate=False),
+        deg=deg,
+        angular_deg=angular_deg,
+        name="Gelu",
+    )

@@ -27,6 +27,7 @@ output axes averaged over (the kernel holds the MEAN over them); remaining outpu
 as adjacent pairs. For `(n, k)` outputs: `trace_axes=(-1,)` gives `(n1, n2)`,
 `trace_axes=()` gives `(n1, n2, k, k)`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -63,19 +64,33 @@ NTKFn = Callable[[jax.Array, jax.Array | None, PyTree], jax.Array]
 KernelFn = NTKFn
 """The former name of `NTKFn` (`jaxdyn.nets.KernelFn` is the infinite-width kernel class)."""
 
-__all__ = ["METHODS", "NTKCost", "NTKFn", "empirical_ntk", "ntk_fn", "ntk_cost",
-           "ntk_by_group", "ntk_by_group_fn", "param_groups"]
+__all__ = [
+    "METHODS",
+    "NTKCost",
+    "NTKFn",
+    "empirical_ntk",
+    "ntk_fn",
+    "ntk_cost",
+    "ntk_by_group",
+    "ntk_by_group_fn",
+    "param_groups",
+]
 
 METHODS = ("auto", "jacobian", "ntvp", "structured")
 
 
 # --------------------------------------------------------------------------- arguments
 
+
 def _check_trace_axes(trace_axes: Sequence[int]) -> tuple[int, ...]:
     # A sequence only: neural-tangents' convention, and a bare int here has always been refused.
     if not isinstance(trace_axes, (tuple, list)):
-        fail("trace_axes", "a tuple of ints (output axes, e.g. (-1,))", describe(trace_axes),
-             TypeError)
+        fail(
+            "trace_axes",
+            "a tuple of ints (output axes, e.g. (-1,))",
+            describe(trace_axes),
+            TypeError,
+        )
     return check_axes("trace_axes", trace_axes, None)
 
 
@@ -83,8 +98,14 @@ _PRECISIONS = (None, "highest", "high", "default", "float32", "tensorfloat32", "
 
 
 def _check_memory_budget(memory_budget: float | None) -> float | None:
-    return check_float("memory_budget", memory_budget, minimum=0, strict_min=True,
-                       allow_none=True, hint="bytes, e.g. 2**30 for 1 GiB")
+    return check_float(
+        "memory_budget",
+        memory_budget,
+        minimum=0,
+        strict_min=True,
+        allow_none=True,
+        hint="bytes, e.g. 2**30 for 1 GiB",
+    )
 
 
 def _check_devices(devices):
@@ -93,22 +114,27 @@ def _check_devices(devices):
         return None
     if isinstance(devices, str):
         if devices != "all":
-            raise ValueError(f"`devices` must be None, 'all' or a sequence of jax devices; "
-                             f"got {devices!r}.")
+            raise ValueError(
+                f"`devices` must be None, 'all' or a sequence of jax devices; got {devices!r}."
+            )
         return tuple(jax.devices())
     try:
         devs = tuple(devices)
     except TypeError:
-        raise TypeError(f"`devices` must be None, 'all' or a sequence of jax devices; got "
-                        f"{type(devices).__name__}.") from None
+        raise TypeError(
+            f"`devices` must be None, 'all' or a sequence of jax devices; got "
+            f"{type(devices).__name__}."
+        ) from None
     if not devs or not all(isinstance(d, jax.Device) for d in devs):
-        raise TypeError(f"`devices` must be None, 'all' or a non-empty sequence of jax devices; "
-                        f"got {devices!r}.")
+        raise TypeError(
+            f"`devices` must be None, 'all' or a non-empty sequence of jax devices; "
+            f"got {devices!r}."
+        )
     return devs
 
 
-
 # --------------------------------------------------------------------------- parameter groups
+
 
 def _path_names(path: tuple) -> tuple[str, ...]:
     names = []
@@ -122,8 +148,9 @@ def _path_names(path: tuple) -> tuple[str, ...]:
     return tuple(names)
 
 
-def param_groups(params: PyTree, groups: None | int | Callable[[tuple[str, ...]], str] = None
-                 ) -> dict[str, list[int]]:
+def param_groups(
+    params: PyTree, groups: None | int | Callable[[tuple[str, ...]], str] = None
+) -> dict[str, list[int]]:
     """Assigns each parameter leaf to a named group (a layer, by default).
 
     Args:
@@ -142,9 +169,9 @@ def param_groups(params: PyTree, groups: None | int | Callable[[tuple[str, ...]]
         raise ValueError("`params` has no array leaves; there is nothing to differentiate.")
     if groups is None:
         depth = 0
-        while all(len(p) > depth for p in paths) and len({p[:depth + 1] for p in paths}) == 1:
+        while all(len(p) > depth for p in paths) and len({p[: depth + 1] for p in paths}) == 1:
             depth += 1
-        name_of = lambda p: "/".join(p[:depth + 1]) or "params"  # noqa: E731
+        name_of = lambda p: "/".join(p[: depth + 1]) or "params"  # noqa: E731
     elif isinstance(groups, int) and not isinstance(groups, bool):
         if groups < 1:
             raise ValueError(f"`groups` as an int is a path depth and must be >= 1; got {groups}.")
@@ -152,8 +179,9 @@ def param_groups(params: PyTree, groups: None | int | Callable[[tuple[str, ...]]
     elif callable(groups):
         name_of = lambda p: str(groups(p))  # noqa: E731
     else:
-        raise TypeError(f"`groups` must be None, an int depth or a callable path -> name; "
-                        f"got {groups!r}.")
+        raise TypeError(
+            f"`groups` must be None, an int depth or a callable path -> name; got {groups!r}."
+        )
     out: dict[str, list[int]] = {}
     for i, p in enumerate(paths):
         out.setdefault(name_of(p), []).append(i)
@@ -162,9 +190,17 @@ def param_groups(params: PyTree, groups: None | int | Callable[[tuple[str, ...]]
 
 # --------------------------------------------------------------------------- cost model
 
-def ntk_cost(apply_fn: ApplyFn, params: PyTree, x1: jax.Array, x2: jax.Array | None = None, *,
-             trace_axes: Sequence[int] = (-1,), batch_size: int | None = None,
-             memory_budget: float | None = None) -> NTKCost:
+
+def ntk_cost(
+    apply_fn: ApplyFn,
+    params: PyTree,
+    x1: jax.Array,
+    x2: jax.Array | None = None,
+    *,
+    trace_axes: Sequence[int] = (-1,),
+    batch_size: int | None = None,
+    memory_budget: float | None = None,
+) -> NTKCost:
     """Cost and memory model behind `method="auto"` and `batch_size=None`: what each method
     would need, which one `auto` picks and why, the block size, and whether the result is
     assembled on host.
@@ -193,8 +229,10 @@ def ntk_cost(apply_fn: ApplyFn, params: PyTree, x1: jax.Array, x2: jax.Array | N
 
 # --------------------------------------------------------------------------- execution
 
+
 class _Settings(NamedTuple):
     """The checked arguments of `ntk_fn` / `ntk_by_group_fn` (`groups=False`: one group "all")."""
+
     apply_fn: ApplyFn
     trace_axes: tuple[int, ...]
     method: str
@@ -209,11 +247,13 @@ class _Settings(NamedTuple):
         return 1 if self.devices is None else len(self.devices)
 
 
-def _settings(apply_fn, trace_axes, method, batch_size, precision, groups, memory_budget,
-              devices) -> _Settings:
+def _settings(
+    apply_fn, trace_axes, method, batch_size, precision, groups, memory_budget, devices
+) -> _Settings:
     if not callable(apply_fn):
-        raise TypeError(f"`apply_fn` must be callable `apply_fn(params, x)`; "
-                        f"got {type(apply_fn).__name__}.")
+        raise TypeError(
+            f"`apply_fn` must be callable `apply_fn(params, x)`; got {type(apply_fn).__name__}."
+        )
     trace_axes = _check_trace_axes(trace_axes)
     check_choice("method", method, METHODS)
     if method == "structured" and jaxdyn_structure.of(apply_fn) is None:
@@ -222,11 +262,20 @@ def _settings(apply_fn, trace_axes, method, batch_size, precision, groups, memor
             "(jaxdyn.structure): the apply_fn of a jaxdyn.nets.serial network of Dense/Conv "
             "layers and per-example layers (no FanOut or parallel), or of a flax model made "
             "of Dense layers (jaxdyn.from_linen / from_nnx), passed as is (not wrapped). Use "
-            "method='jacobian', 'ntvp' or 'auto' for other models.")
+            "method='jacobian', 'ntvp' or 'auto' for other models."
+        )
     check_batch_size("batch_size", batch_size)
     check_choice("precision", precision, _PRECISIONS)
-    return _Settings(apply_fn, trace_axes, method, batch_size, precision, groups,
-                     _check_memory_budget(memory_budget), _check_devices(devices))
+    return _Settings(
+        apply_fn,
+        trace_axes,
+        method,
+        batch_size,
+        precision,
+        groups,
+        _check_memory_budget(memory_budget),
+        _check_devices(devices),
+    )
 
 
 class _Plan(NamedTuple):
@@ -247,13 +296,17 @@ def _plan(s: _Settings, x1, x2, params, allow_host: bool, per_device: bool = Fal
         _, problem = model_structure(s.apply_fn, params)
         if problem is not None:
             raise ValueError(f"`method='structured'` cannot use this model's structure: {problem}.")
-    groups = param_groups(params, s.groups) if s.groups is not False else \
-        {"all": list(range(len(jax.tree_util.tree_leaves(params))))}
+    groups = (
+        param_groups(params, s.groups)
+        if s.groups is not False
+        else {"all": list(range(len(jax.tree_util.tree_leaves(params))))}
+    )
     return _Plan(layout, cost, groups)
 
 
 class _Sharded(NamedTuple):
     """Inside `batching.shard_rows`: x2 has `n2` rows over all devices."""
+
     n2: int
 
     def gather(self, rows: PyTree) -> PyTree:
@@ -265,17 +318,25 @@ def _device_kernels(s: _Settings, x1, x2, params, sharded: _Sharded | None = Non
     blocks under `lax.map`. `sharded`: x1 and x2 are this device's rows, and the result is
     this device's rows of the kernel against all of x2."""
     xs2 = x1 if x2 is None else x2
-    x2_plan = x2 if sharded is None else \
-        jax.ShapeDtypeStruct((sharded.n2, *xs2.shape[1:]), xs2.dtype)
+    x2_plan = (
+        x2 if sharded is None else jax.ShapeDtypeStruct((sharded.n2, *xs2.shape[1:]), xs2.dtype)
+    )
     layout, cost, groups = _plan(s, x1, x2_plan, params, allow_host=False)
     b = cost.block_shape[0] if s.batch_size is None else s.batch_size
-    if cost.method == "structured":   # x2's factors are gathered, not x2
-        return structured_kernels(s.apply_fn, params, x1, x2, layout, groups, b,
-                                  None if sharded is None else sharded.gather)
+    if cost.method == "structured":  # x2's factors are gathered, not x2
+        return structured_kernels(
+            s.apply_fn,
+            params,
+            x1,
+            x2,
+            layout,
+            groups,
+            b,
+            None if sharded is None else sharded.gather,
+        )
     if sharded is not None:
         x2 = xs2 = sharded.gather(xs2)
-    block = functools.partial(BLOCKS[cost.method], s.apply_fn, params, layout=layout,
-                              groups=groups)
+    block = functools.partial(BLOCKS[cost.method], s.apply_fn, params, layout=layout, groups=groups)
     if b >= max(x1.shape[0], xs2.shape[0]):
         return block(x1, x2)
     return batching.map_pairs(block, x1, xs2, b, b)
@@ -288,8 +349,8 @@ def _sharded_kernels(s: _Settings, x1, x2, params):
 
     def per_device(local, p):
         return _device_kernels(s, local[0], local[1] if len(local) > 1 else None, p, sharded)
-    return batching.crop_rows(batching.shard_rows(per_device, s.devices, rows, params),
-                              x1.shape[0])
+
+    return batching.crop_rows(batching.shard_rows(per_device, s.devices, rows, params), x1.shape[0])
 
 
 class _Kernels:
@@ -301,25 +362,34 @@ class _Kernels:
         self.settings = s
         compute = _device_kernels if s.devices is None else _sharded_kernels
         self._jitted = jax.jit(functools.partial(compute, s))
-        self._host_rows = {}    # input signature -> rows per host block, or None on device
+        self._host_rows = {}  # input signature -> rows per host block, or None on device
 
     def _rows_on_host(self, x1, x2, params) -> int | None:
         leaves = jax.tree_util.tree_leaves(params)
-        key = (x1.shape, x1.dtype, None if x2 is None else (x2.shape, x2.dtype),
-               jax.tree_util.tree_structure(params), tuple((a.shape, a.dtype) for a in leaves))
-        if key not in self._host_rows:     # planning compiles a forward pass: once per shape
+        key = (
+            x1.shape,
+            x1.dtype,
+            None if x2 is None else (x2.shape, x2.dtype),
+            jax.tree_util.tree_structure(params),
+            tuple((a.shape, a.dtype) for a in leaves),
+        )
+        if key not in self._host_rows:  # planning compiles a forward pass: once per shape
             cost = _plan(self.settings, x1, x2, params, allow_host=True, per_device=True).cost
-            self._host_rows[key] = cost.block_shape[0] * self.settings.n_devices \
-                if cost.on_host else None
+            self._host_rows[key] = (
+                cost.block_shape[0] * self.settings.n_devices if cost.on_host else None
+            )
         return self._host_rows[key]
 
     def __call__(self, x1, x2, params) -> dict[str, jax.Array]:
         check_inputs(x1, x2)
         check_finite("params", params)
         precision = self.settings.precision
-        ctx = (contextlib.nullcontext() if precision is None
-               # also governs matmuls inside apply_fn: TF32 on Ampere/Hopper would cost ~1e-3
-               else jax.default_matmul_precision(precision))
+        ctx = (
+            contextlib.nullcontext()
+            if precision is None
+            # also governs matmuls inside apply_fn: TF32 on Ampere/Hopper would cost ~1e-3
+            else jax.default_matmul_precision(precision)
+        )
         with ctx:
             rows = None
             if is_concrete(x1, x2, params):
@@ -335,18 +405,30 @@ class _Kernels:
         return out
 
 
-def _kernel_dict_fn(apply_fn, trace_axes, method, batch_size, precision, groups, memory_budget,
-                    devices=None) -> _Kernels:
+def _kernel_dict_fn(
+    apply_fn, trace_axes, method, batch_size, precision, groups, memory_budget, devices=None
+) -> _Kernels:
     """Builds `kernels(x1, x2, params) -> {group: kernel}`, jitted once per input shape."""
-    return _Kernels(_settings(apply_fn, trace_axes, method, batch_size, precision, groups,
-                              memory_budget, devices))
+    return _Kernels(
+        _settings(
+            apply_fn, trace_axes, method, batch_size, precision, groups, memory_budget, devices
+        )
+    )
 
 
 # --------------------------------------------------------------------------- public kernels
 
-def ntk_fn(apply_fn: ApplyFn, *, trace_axes: Sequence[int] = (-1,), method: str = "auto",
-           batch_size: int | None = None, precision: str | None = "highest",
-           memory_budget: float | None = None, devices=None) -> NTKFn:
+
+def ntk_fn(
+    apply_fn: ApplyFn,
+    *,
+    trace_axes: Sequence[int] = (-1,),
+    method: str = "auto",
+    batch_size: int | None = None,
+    precision: str | None = "highest",
+    memory_budget: float | None = None,
+    devices=None,
+) -> NTKFn:
     """Empirical NTK function of `apply_fn`, compiled once per input shape and reused.
 
     Args:
@@ -386,38 +468,64 @@ def ntk_fn(apply_fn: ApplyFn, *, trace_axes: Sequence[int] = (-1,), method: str 
       >>> kernel = jaxdyn.ntk_fn(apply_fn)
       >>> kernel(x_train, None, params).shape   # (n, n)
     """
-    kernels = _kernel_dict_fn(apply_fn, trace_axes, method, batch_size, precision, False,
-                              memory_budget, devices)
+    kernels = _kernel_dict_fn(
+        apply_fn, trace_axes, method, batch_size, precision, False, memory_budget, devices
+    )
 
     def kernel(x1: jax.Array, x2: jax.Array | None, params: PyTree) -> jax.Array:
         return kernels(x1, x2, params)["all"]
+
     return kernel
 
 
-def ntk_by_group_fn(apply_fn: ApplyFn, *, groups=None, trace_axes: Sequence[int] = (-1,),
-                    method: str = "auto", batch_size: int | None = None,
-                    precision: str | None = "highest", memory_budget: float | None = None,
-                    devices=None):
+def ntk_by_group_fn(
+    apply_fn: ApplyFn,
+    *,
+    groups=None,
+    trace_axes: Sequence[int] = (-1,),
+    method: str = "auto",
+    batch_size: int | None = None,
+    precision: str | None = "highest",
+    memory_budget: float | None = None,
+    devices=None,
+):
     """Per-group (per-layer) NTK function: `kernels(x1, x2, params) -> {group: kernel}`.
 
     The NTK is a sum over parameters, so it splits exactly into the kernels of parameter
     groups, `Theta = sum_g J_g J_g^T`; the parts show which layers drive learning and add
     up to `ntk_fn`'s kernel. `groups` as in `param_groups`; other arguments as in `ntk_fn`.
     """
-    return _kernel_dict_fn(apply_fn, trace_axes, method, batch_size, precision,
-                           groups, memory_budget, devices)
+    return _kernel_dict_fn(
+        apply_fn, trace_axes, method, batch_size, precision, groups, memory_budget, devices
+    )
 
 
 @functools.lru_cache(maxsize=32)
 def _cached_ntk_fn(apply_fn, trace_axes, method, batch_size, precision, memory_budget, devices):
-    return ntk_fn(apply_fn, trace_axes=trace_axes, method=method, batch_size=batch_size,
-                  precision=precision, memory_budget=memory_budget, devices=devices)
+    return ntk_fn(
+        apply_fn,
+        trace_axes=trace_axes,
+        method=method,
+        batch_size=batch_size,
+        precision=precision,
+        memory_budget=memory_budget,
+        devices=devices,
+    )
 
 
-def empirical_ntk(apply_fn: ApplyFn, params: PyTree, x1: jax.Array, x2: jax.Array | None = None, *,
-                  trace_axes: Sequence[int] = (-1,), method: str = "auto",
-                  batch_size: int | None = None, precision: str | None = "highest",
-                  memory_budget: float | None = None, devices=None) -> jax.Array:
+def empirical_ntk(
+    apply_fn: ApplyFn,
+    params: PyTree,
+    x1: jax.Array,
+    x2: jax.Array | None = None,
+    *,
+    trace_axes: Sequence[int] = (-1,),
+    method: str = "auto",
+    batch_size: int | None = None,
+    precision: str | None = "highest",
+    memory_budget: float | None = None,
+    devices=None,
+) -> jax.Array:
     """Empirical NTK `J(x1) J(x2)^T` of `apply_fn` at `params`.
 
     Args and conventions as in `ntk_fn` (which this calls, caching the compiled function
@@ -438,16 +546,36 @@ def empirical_ntk(apply_fn: ApplyFn, params: PyTree, x1: jax.Array, x2: jax.Arra
     except TypeError:  # unhashable apply_fn (e.g. a partial of arrays): no caching
         key = None
     # ntk_fn checks the arguments (outside the try, so its TypeErrors reach the caller)
-    fn = ntk_fn(apply_fn, trace_axes=trace_axes, method=method, batch_size=batch_size,
-                precision=precision, memory_budget=memory_budget, devices=devices) \
-        if key is None else _cached_ntk_fn(*key)
+    fn = (
+        ntk_fn(
+            apply_fn,
+            trace_axes=trace_axes,
+            method=method,
+            batch_size=batch_size,
+            precision=precision,
+            memory_budget=memory_budget,
+            devices=devices,
+        )
+        if key is None
+        else _cached_ntk_fn(*key)
+    )
     return fn(x1, x2, params)
 
 
-def ntk_by_group(apply_fn: ApplyFn, params: PyTree, x1: jax.Array, x2: jax.Array | None = None, *,
-                 groups=None, trace_axes: Sequence[int] = (-1,), method: str = "auto",
-                 batch_size: int | None = None, precision: str | None = "highest",
-                 memory_budget: float | None = None, devices=None) -> dict[str, jax.Array]:
+def ntk_by_group(
+    apply_fn: ApplyFn,
+    params: PyTree,
+    x1: jax.Array,
+    x2: jax.Array | None = None,
+    *,
+    groups=None,
+    trace_axes: Sequence[int] = (-1,),
+    method: str = "auto",
+    batch_size: int | None = None,
+    precision: str | None = "highest",
+    memory_budget: float | None = None,
+    devices=None,
+) -> dict[str, jax.Array]:
     """Empirical NTK split by parameter group: `{group: J_g(x1) J_g(x2)^T}`.
 
     The values add up to `empirical_ntk(apply_fn, params, x1, x2, ...)`. `groups` as in
@@ -457,7 +585,14 @@ def ntk_by_group(apply_fn: ApplyFn, params: PyTree, x1: jax.Array, x2: jax.Array
       >>> parts = jaxdyn.ntk_by_group(apply_fn, params, x)
       >>> {name: float(jnp.trace(k)) for name, k in parts.items()}   # who drives learning
     """
-    fn = ntk_by_group_fn(apply_fn, groups=groups, trace_axes=trace_axes, method=method,
-                         batch_size=batch_size, precision=precision, memory_budget=memory_budget,
-                         devices=devices)
+    fn = ntk_by_group_fn(
+        apply_fn,
+        groups=groups,
+        trace_axes=trace_axes,
+        method=method,
+        batch_size=batch_size,
+        precision=precision,
+        memory_budget=memory_budget,
+        devices=devices,
+    )
     return fn(x1, x2, params)

@@ -11,6 +11,7 @@ Every axes gets an x label, a y label (with units where the quantity has any) an
 legends show exactly what tells the lines apart (in `curves`: line style for one factor, colour
 for another).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -22,11 +23,13 @@ __all__ = ["curves", "network_vs_kernel", "power_laws", "tidy_log_axis"]
 
 # Line styles in the order `curves` hands them out: solid, dashed, open circles (a marker with
 # no line, so a curve that coincides with a dashed one stays visible), dotted, dash-dot.
-_STYLES = ({"linestyle": "-", "linewidth": 2.0},
-           {"linestyle": "--", "linewidth": 1.5},
-           {"linestyle": "none", "marker": "o", "markerfacecolor": "none", "markersize": 5},
-           {"linestyle": ":", "linewidth": 2.0},
-           {"linestyle": "-.", "linewidth": 1.5})
+_STYLES = (
+    {"linestyle": "-", "linewidth": 2.0},
+    {"linestyle": "--", "linewidth": 1.5},
+    {"linestyle": "none", "marker": "o", "markerfacecolor": "none", "markersize": 5},
+    {"linestyle": ":", "linewidth": 2.0},
+    {"linestyle": "-.", "linewidth": 1.5},
+)
 _REFERENCE_STYLES = (":", "--", "-.")
 
 
@@ -34,6 +37,7 @@ def _figure_and_axes(ax, figsize: tuple[float, float]):
     if ax is not None:
         return ax.figure, ax
     from matplotlib.figure import Figure
+
     fig = Figure(figsize=figsize, layout="constrained")
     return fig, fig.subplots()
 
@@ -43,6 +47,7 @@ def _colours(n: int) -> list[str]:
     if n <= 10:
         return [f"C{i}" for i in range(n)]
     from matplotlib import colormaps
+
     cmap = colormaps["viridis"]
     return [cmap(i / max(n - 1, 1)) for i in range(n)]
 
@@ -66,6 +71,7 @@ def tidy_log_axis(axis, values: Sequence[float] | None = None) -> None:
       values: optional positions to label, e.g. the `(W,)` widths.
     """
     from matplotlib import ticker
+
     if values is not None:
         axis.set_major_locator(ticker.FixedLocator(np.asarray(values, float)))
         axis.set_major_formatter(ticker.FuncFormatter(_plain))
@@ -84,9 +90,20 @@ def _positive(y: np.ndarray, log: bool) -> np.ndarray:
     return np.where(y > 0, y, np.nan) if log else y
 
 
-def curves(x: Any, ys: Mapping[Any, Any], *, xlabel: str, ylabel: str, title: str,
-           style_title: str = "model", colour_title: str | None = None, logx: bool = False,
-           logy: bool = False, legend: bool = True, ax=None):
+def curves(
+    x: Any,
+    ys: Mapping[Any, Any],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    style_title: str = "model",
+    colour_title: str | None = None,
+    logx: bool = False,
+    logy: bool = False,
+    legend: bool = True,
+    ax=None,
+):
     """Lines over a shared abscissa; line style tells one factor apart, colour another.
 
     Keys `(style_key, colour_key)` put, e.g., the model in the line style and the width or
@@ -107,6 +124,7 @@ def curves(x: Any, ys: Mapping[Any, Any], *, xlabel: str, ylabel: str, title: st
       The `Figure` of `ax`.
     """
     from matplotlib.lines import Line2D
+
     fig, ax = _figure_and_axes(ax, (6, 4.5))
     xs = np.asarray(x, float).reshape(-1)
     keys = [(k, None) if not isinstance(k, tuple) else k for k in ys]
@@ -119,8 +137,9 @@ def curves(x: Any, ys: Mapping[Any, Any], *, xlabel: str, ylabel: str, title: st
     for key, (s, c) in zip(ys, keys):
         y = _positive(np.asarray(ys[key], float).reshape(-1), logy)
         if y.shape != xs.shape:
-            raise ValueError(f"`curves(ys[{key!r}])` must have shape {xs.shape} like `x`; "
-                             f"got {y.shape}.")
+            raise ValueError(
+                f"`curves(ys[{key!r}])` must have shape {xs.shape} like `x`; got {y.shape}."
+            )
         colour = colour_of[s] if by_style else colour_of.get(c, "0.25")  # None: grey
         ax.plot(xs, y, color=colour, markevery=max(1, xs.size // 15), **style_of[s])
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
@@ -132,16 +151,32 @@ def curves(x: Any, ys: Mapping[Any, Any], *, xlabel: str, ylabel: str, title: st
         tidy_log_axis(ax.yaxis)
     if legend:
         grey = "0.25"
-        styles = [Line2D([], [], color=colour_of[s] if by_style else grey, **style_of[s])
-                  for s in style_keys]
+        styles = [
+            Line2D([], [], color=colour_of[s] if by_style else grey, **style_of[s])
+            for s in style_keys
+        ]
         # Beside the axes, not on the data; constrained layout makes room for them.
-        first = ax.legend(styles, [str(s) for s in style_keys], title=style_title, fontsize=8,
-                          title_fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        first = ax.legend(
+            styles,
+            [str(s) for s in style_keys],
+            title=style_title,
+            fontsize=8,
+            title_fontsize=8,
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+        )
         if colour_keys:
             ax.add_artist(first)
             swatches = [Line2D([], [], color=colour_of[c], linewidth=2.0) for c in colour_keys]
-            ax.legend(swatches, [str(c) for c in colour_keys], title=colour_title, fontsize=8,
-                      title_fontsize=8, loc="lower left", bbox_to_anchor=(1.02, 0.0))
+            ax.legend(
+                swatches,
+                [str(c) for c in colour_keys],
+                title=colour_title,
+                fontsize=8,
+                title_fontsize=8,
+                loc="lower left",
+                bbox_to_anchor=(1.02, 0.0),
+            )
     return fig
 
 
@@ -150,15 +185,26 @@ def _fit_parts(fit: Any) -> tuple[float, float]:
     try:
         return float(fit.slope), float(fit.intercept)
     except AttributeError:
-        raise TypeError("`power_laws(fits)` values must have `slope` and `intercept` attributes "
-                        f"(a `jaxdyn.compare.Slope`); got {type(fit).__name__}.") from None
+        raise TypeError(
+            "`power_laws(fits)` values must have `slope` and `intercept` attributes "
+            f"(a `jaxdyn.compare.Slope`); got {type(fit).__name__}."
+        ) from None
 
 
-def power_laws(x: Any, means: Mapping[str, Any], stds: Mapping[str, Any] | None = None,
-               fits: Mapping[str, Any] | None = None, *, keys: Sequence[str] | None = None,
-               labels: Mapping[str, str] | None = None,
-               reference_slopes: Sequence[float] = (-1.0, -0.5), xlabel: str = "width",
-               ylabel: str, title: str, ax=None):
+def power_laws(
+    x: Any,
+    means: Mapping[str, Any],
+    stds: Mapping[str, Any] | None = None,
+    fits: Mapping[str, Any] | None = None,
+    *,
+    keys: Sequence[str] | None = None,
+    labels: Mapping[str, str] | None = None,
+    reference_slopes: Sequence[float] = (-1.0, -0.5),
+    xlabel: str = "width",
+    ylabel: str,
+    title: str,
+    ax=None,
+):
     """Quantities against a size on log-log axes, with fitted and reference power laws.
 
     Takes `jaxdyn.compare.width_sweep`'s result directly:
@@ -192,14 +238,19 @@ def power_laws(x: Any, means: Mapping[str, Any], stds: Mapping[str, Any] | None 
         if fits is not None and name in fits:
             slope, intercept = _fit_parts(fits[name])
             text = f"{text}: fitted slope {slope:+.2f}"
-            ax.plot(xs, np.exp(intercept) * xs ** slope, "-", color=colour, alpha=0.5)
+            ax.plot(xs, np.exp(intercept) * xs**slope, "-", color=colour, alpha=0.5)
         ax.errorbar(xs, mean, yerr=std, fmt="osd^v"[i % 5], color=colour, capsize=3, label=text)
     if names and reference_slopes:
         anchor = float(np.asarray(means[names[0]], float).reshape(-1)[0])
         for j, slope in enumerate(reference_slopes):
-            ax.plot(xs, anchor * (xs / xs[0]) ** slope, color="k", lw=1,
-                    linestyle=_REFERENCE_STYLES[j % len(_REFERENCE_STYLES)],
-                    label=f"reference slope {slope:g}")
+            ax.plot(
+                xs,
+                anchor * (xs / xs[0]) ** slope,
+                color="k",
+                lw=1,
+                linestyle=_REFERENCE_STYLES[j % len(_REFERENCE_STYLES)],
+                label=f"reference slope {slope:g}",
+            )
     ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=ylabel, title=title)
     tidy_log_axis(ax.xaxis, xs)
     tidy_log_axis(ax.yaxis)
@@ -207,8 +258,18 @@ def power_laws(x: Any, means: Mapping[str, Any], stds: Mapping[str, Any] | None 
     return fig
 
 
-def network_vs_kernel(x_test, mean, std, net_outputs, *, x_train=None, y_train=None,
-                      y_test=None, ax=None, title: str | None = None):
+def network_vs_kernel(
+    x_test,
+    mean,
+    std,
+    net_outputs,
+    *,
+    x_train=None,
+    y_train=None,
+    y_test=None,
+    ax=None,
+    title: str | None = None,
+):
     """Trained finite networks against the infinite-width ensemble on 1D inputs.
 
     Args:
@@ -228,17 +289,32 @@ def network_vs_kernel(x_test, mean, std, net_outputs, *, x_train=None, y_train=N
     mean, std = np.asarray(mean).reshape(-1), np.asarray(std).reshape(-1)
     nets_ = np.asarray(net_outputs).reshape(-1, xs.size)
     for i, f in enumerate(nets_):
-        ax.plot(xs, f, color="tab:blue", alpha=0.25, lw=1,
-                label="trained networks" if i == 0 else None)
+        ax.plot(
+            xs, f, color="tab:blue", alpha=0.25, lw=1, label="trained networks" if i == 0 else None
+        )
     ax.plot(xs, mean, color="tab:red", lw=2, label="infinite-width mean")
-    ax.fill_between(xs, mean - 2 * std, mean + 2 * std, color="tab:red", alpha=0.15,
-                    label="infinite-width mean ± 2 sigma")
+    ax.fill_between(
+        xs,
+        mean - 2 * std,
+        mean + 2 * std,
+        color="tab:red",
+        alpha=0.15,
+        label="infinite-width mean ± 2 sigma",
+    )
     if y_test is not None:
         ax.plot(xs, np.asarray(y_test).reshape(-1), "k:", label="target")
     if x_train is not None and y_train is not None:
-        ax.plot(np.asarray(x_train).reshape(-1), np.asarray(y_train).reshape(-1), "k.", ms=8,
-                label="training points")
-    ax.set(xlabel="input x", ylabel="output f(x) (target units)",
-           title=title or "trained networks vs the infinite-width prediction")
+        ax.plot(
+            np.asarray(x_train).reshape(-1),
+            np.asarray(y_train).reshape(-1),
+            "k.",
+            ms=8,
+            label="training points",
+        )
+    ax.set(
+        xlabel="input x",
+        ylabel="output f(x) (target units)",
+        title=title or "trained networks vs the infinite-width prediction",
+    )
     ax.legend(fontsize=8)
     return fig

@@ -23,6 +23,7 @@ Example:
   >>> read_json("out/results.json")
   {'loss': None, 'steps': [0, 1, 2]}
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -38,8 +39,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["VERSIONED", "dumps", "environment", "read_json", "save_figure", "to_jsonable",
-           "write_json_atomic"]
+__all__ = [
+    "VERSIONED",
+    "dumps",
+    "environment",
+    "read_json",
+    "save_figure",
+    "to_jsonable",
+    "write_json_atomic",
+]
 
 # The distributions whose versions `environment` records (jaxdyn and python come first).
 VERSIONED = ("jax", "jaxlib", "flax", "optax", "numpy", "scipy", "matplotlib")
@@ -87,13 +95,15 @@ def to_jsonable(value: Any, name: str = "record") -> Any:
     if isinstance(value, (float, np.floating)):
         value = float(value)
         return value if math.isfinite(value) else None
-    if hasattr(value, "shape") and hasattr(value, "dtype"):      # NumPy / JAX arrays
+    if hasattr(value, "shape") and hasattr(value, "dtype"):  # NumPy / JAX arrays
         arr = np.asarray(value)
-        if arr.dtype.kind == "V" and "float" in arr.dtype.name:   # bfloat16, float8 (ml_dtypes)
+        if arr.dtype.kind == "V" and "float" in arr.dtype.name:  # bfloat16, float8 (ml_dtypes)
             arr = arr.astype(np.float64)
         if arr.dtype.kind not in "biuf":
-            raise TypeError(f"{_quote(name)} must be a JSON-serialisable array of real numbers; "
-                            f"got an array of dtype {arr.dtype}.")
+            raise TypeError(
+                f"{_quote(name)} must be a JSON-serialisable array of real numbers; "
+                f"got an array of dtype {arr.dtype}."
+            )
         return to_jsonable(arr.tolist(), name)
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v, f"{name}[{i}]") for i, v in enumerate(value)]
@@ -104,8 +114,10 @@ def to_jsonable(value: Any, name: str = "record") -> Any:
                 raise TypeError(f"{_quote(name)} keys must be str (JSON object keys); got {k!r}.")
             out[k] = to_jsonable(v, f"{name}[{k!r}]")
         return out
-    raise TypeError(f"{_quote(name)} must be a JSON-serialisable value (a number, string, bool, "
-                    f"None, or a list or dict of them); got {_describe(value)}.")
+    raise TypeError(
+        f"{_quote(name)} must be a JSON-serialisable value (a number, string, bool, "
+        f"None, or a list or dict of them); got {_describe(value)}."
+    )
 
 
 def dumps(record: Any) -> str:
@@ -206,8 +218,9 @@ def save_figure(fig: Any, path: str | os.PathLike, **savefig_kwargs: Any) -> pat
     path = pathlib.Path(path)
     fmt = savefig_kwargs.pop("format", None) or path.suffix.lstrip(".").lower()
     if not fmt:
-        raise ValueError(f"`path` must end in a format suffix such as .png or .pdf; got "
-                         f"{str(path)!r}.")
+        raise ValueError(
+            f"`path` must end in a format suffix such as .png or .pdf; got {str(path)!r}."
+        )
     # The temp file's name ends in .tmp, so the format is passed explicitly.
     _write_atomic(path, lambda fh: fig.savefig(fh, format=fmt, **savefig_kwargs))
     return path
@@ -256,6 +269,12 @@ def environment() -> dict[str, Any]:
     env["x64_enabled"] = bool(jax.config.jax_enable_x64)
     devices = jax.devices()
     env["device_count"] = len(devices)
-    env["devices"] = [{"id": int(d.id), "platform": str(d.platform),
-                       "kind": str(getattr(d, "device_kind", d.platform))} for d in devices]
+    env["devices"] = [
+        {
+            "id": int(d.id),
+            "platform": str(d.platform),
+            "kind": str(getattr(d, "device_kind", d.platform)),
+        }
+        for d in devices
+    ]
     return env

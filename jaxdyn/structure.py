@@ -16,6 +16,7 @@ Example:
   >>> structure = jaxdyn.structure.of(apply_fn)      # None if the model has none
   >>> [layer.conv is None for layer in structure.layers(params)]
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -34,6 +35,7 @@ input `h` and output `z` (bias included); the layer's output becomes `z'`."""
 class ConvSpec(NamedTuple):
     """A 2D convolution `lax.conv_general_dilated(h, W, strides, padding)` with NHWC inputs
     `h (n, H, W, C)` and HWIO weights `W (fh, fw, C, out)`."""
+
     filter_shape: tuple[int, int]
     strides: tuple[int, int]
     padding: str | tuple[tuple[int, int], tuple[int, int]]
@@ -46,6 +48,7 @@ class LinearLayer(NamedTuple):
     bias). `conv` is None for a Dense layer (`h (n, fan_in)`, `W (fan_in, width)`, `z (n,
     width)`) and a `ConvSpec` for a convolution.
     """
+
     w_leaf: int
     b_leaf: int | None
     c_W: float

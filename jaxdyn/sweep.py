@@ -26,6 +26,7 @@ Example:
   >>> records[1]                             # also in runs/demo/points/width16_seed1.json
   {'width': 16, 'seed': 1, 'err': 1.0625}
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,7 +53,7 @@ SETTINGS_FILE = "settings.json"
 POINTS_DIR = "points"
 _SAFE = re.compile(r"[A-Za-z0-9_.+-]+")
 _UNSAFE_CHAR = re.compile(r"[^A-Za-z0-9_.+-]")
-_MAX_STEM = 180          # well under the usual 255-byte limit, with room for the temp suffix
+_MAX_STEM = 180  # well under the usual 255-byte limit, with room for the temp suffix
 
 
 # Keys and file names.
@@ -71,14 +72,18 @@ def _key_value(name: str, value: Any) -> KeyValue:
             fail(name, "a finite number (a point's key field)", describe(value))
         return float(value)
     if isinstance(value, str):
-        return str(value)                  # also NumPy str_
+        return str(value)  # also NumPy str_
     fail(name, expected, describe(value), TypeError)
 
 
 def _check_key(key: Any, name: str = "key") -> dict[str, KeyValue]:
     if not isinstance(key, Mapping):
-        fail(name, "a mapping of field names to values, e.g. {'width': 16, 'seed': 0}",
-             describe(key), TypeError)
+        fail(
+            name,
+            "a mapping of field names to values, e.g. {'width': 16, 'seed': 0}",
+            describe(key),
+            TypeError,
+        )
     if not key:
         fail(name, "a non-empty mapping (at least one key field)", "{}")
     out = {}
@@ -137,13 +142,15 @@ def _describe_key(key: Mapping[str, KeyValue]) -> str:
 def _check_required(required: Any) -> tuple[str, ...]:
     names = (required,) if isinstance(required, str) else required
     if not isinstance(names, Iterable) or not all(isinstance(m, str) for m in names):
-        fail("required", "a metric name or a sequence of metric names", describe(required),
-             TypeError)
+        fail(
+            "required", "a metric name or a sequence of metric names", describe(required), TypeError
+        )
     return tuple(names)
 
 
-def _point_record(result: Any, key: dict[str, KeyValue], call: str, function: str,
-                  required: tuple[str, ...]) -> dict[str, Any]:
+def _point_record(
+    result: Any, key: dict[str, KeyValue], call: str, function: str, required: tuple[str, ...]
+) -> dict[str, Any]:
     """The stored record: the key's fields, then the metrics, in plain JSON types."""
     if not isinstance(result, Mapping):
         raise TypeError(f"{call} must return a dict of metrics; got {type(result).__name__}.")
@@ -154,14 +161,16 @@ def _point_record(result: Any, key: dict[str, KeyValue], call: str, function: st
         if name in key:
             # A run may echo its key (e.g. "width"), but it must agree.
             if not _same_key_value(results.to_jsonable(value, name), key[name]):
-                raise ValueError(f"{call} returned {name}={value!r}; expected {key[name]!r} or "
-                                 f"no {name!r} key.")
+                raise ValueError(
+                    f"{call} returned {name}={value!r}; expected {key[name]!r} or no {name!r} key."
+                )
             continue
         record[name] = results.to_jsonable(value, f"`{function}` result {name!r}")
     missing = [m for m in required if m not in record]
     if missing:
-        raise ValueError(f"{call} must return the required metric(s) {missing}; got "
-                         f"{sorted(result)}.")
+        raise ValueError(
+            f"{call} must return the required metric(s) {missing}; got {sorted(result)}."
+        )
     return record
 
 
@@ -208,7 +217,7 @@ class Sweep:
     def __init__(self, out_dir: pathlib.Path | None, settings: dict[str, Any] | None):
         self.out_dir = out_dir
         self.settings = settings
-        self._records: dict[str, dict[str, Any]] = {}    # file name -> record, visit order
+        self._records: dict[str, dict[str, Any]] = {}  # file name -> record, visit order
         self._keys: dict[str, dict[str, KeyValue]] = {}
 
     def __repr__(self) -> str:
@@ -221,8 +230,13 @@ class Sweep:
             return None
         return self.out_dir / POINTS_DIR / point_filename(key)
 
-    def point(self, key: Mapping[str, KeyValue], run: Callable[[], Mapping[str, Any]], *,
-              required: str | Sequence[str] = ()) -> dict[str, Any]:
+    def point(
+        self,
+        key: Mapping[str, KeyValue],
+        run: Callable[[], Mapping[str, Any]],
+        *,
+        required: str | Sequence[str] = (),
+    ) -> dict[str, Any]:
         """The record of point `key`: loaded if finished, else `run()`'s result, stored.
 
         Args:
@@ -246,23 +260,32 @@ class Sweep:
             fail("run", "callable run() -> dict of metrics", describe(run), TypeError)
         key = _check_key(key)
         desc = ", ".join(f"{k}={v!r}" for k, v in key.items())
-        return self._point(key, run, _check_required(required), f"`run()` for point {desc}",
-                           "run")[0]
+        return self._point(key, run, _check_required(required), f"`run()` for point {desc}", "run")[
+            0
+        ]
 
     def records(self) -> list[dict[str, Any]]:
         """The records of every point asked for in this session (loaded or computed), in the
         order they were first asked for."""
         return list(self._records.values())
 
-    def _point(self, key: dict[str, KeyValue], run: Callable[[], Any], required: tuple[str, ...],
-               call: str, function: str) -> tuple[dict[str, Any], bool]:
+    def _point(
+        self,
+        key: dict[str, KeyValue],
+        run: Callable[[], Any],
+        required: tuple[str, ...],
+        call: str,
+        function: str,
+    ) -> tuple[dict[str, Any], bool]:
         """(record, whether it was loaded from a finished file)."""
         filename = point_filename(key)
         seen = self._keys.get(filename)
         if seen is not None:
             if seen != key or any(type(seen[k]) is not type(key[k]) for k in key):
-                raise ValueError(f"`key` {key} and {seen} map to the same file name {filename}; "
-                                 "rename a field or change a value so the names differ.")
+                raise ValueError(
+                    f"`key` {key} and {seen} map to the same file name {filename}; "
+                    "rename a field or change a value so the names differ."
+                )
             return self._records[filename], True
         path = None if self.out_dir is None else self.out_dir / POINTS_DIR / filename
         record = None if path is None or not path.exists() else _load_point(path, key, required)
@@ -275,28 +298,39 @@ class Sweep:
         return record, cached
 
 
-def _load_point(path: pathlib.Path, key: dict[str, KeyValue],
-                required: tuple[str, ...]) -> dict[str, Any] | None:
+def _load_point(
+    path: pathlib.Path, key: dict[str, KeyValue], required: tuple[str, ...]
+) -> dict[str, Any] | None:
     """The stored record, or None (with a warning naming the file) when the file does not
     parse, names another key or lacks a required metric: it is recomputed, not trusted."""
     want = _describe_key(key)
     try:
         record = results.read_json(path)
-    except (OSError, ValueError) as err:       # JSONDecodeError and bad UTF-8 are ValueErrors
-        warnings.warn(f"sweep: cannot read {path} ({err}); recomputing {want}.", RuntimeWarning,
-                      stacklevel=4)
+    except (OSError, ValueError) as err:  # JSONDecodeError and bad UTF-8 are ValueErrors
+        warnings.warn(
+            f"sweep: cannot read {path} ({err}); recomputing {want}.", RuntimeWarning, stacklevel=4
+        )
         return None
     if not isinstance(record, dict) or not all(
-            _same_key_value(record.get(k), v) for k, v in key.items()):
-        found = ({k: record.get(k) for k in key} if isinstance(record, dict)
-                 else type(record).__name__)
-        warnings.warn(f"sweep: {path} holds {found}, expected {want}; recomputing it.",
-                      RuntimeWarning, stacklevel=4)
+        _same_key_value(record.get(k), v) for k, v in key.items()
+    ):
+        found = (
+            {k: record.get(k) for k in key} if isinstance(record, dict) else type(record).__name__
+        )
+        warnings.warn(
+            f"sweep: {path} holds {found}, expected {want}; recomputing it.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
         return None
     missing = [m for m in required if m not in record]
     if missing:
-        warnings.warn(f"sweep: {path} lacks the required metric(s) {missing} (an older or "
-                      f"interrupted run?); recomputing {want}.", RuntimeWarning, stacklevel=4)
+        warnings.warn(
+            f"sweep: {path} lacks the required metric(s) {missing} (an older or "
+            f"interrupted run?); recomputing {want}.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
         return None
     return record
 
@@ -310,12 +344,17 @@ def _check_settings(settings: Any) -> dict[str, Any] | None:
 
 
 def _folder_error(name: str, path: pathlib.Path, what: str) -> ValueError:
-    return ValueError(f"`{name}` must be a folder this process can write to; got "
-                      f"{str(path)!r}, {what}.")
+    return ValueError(
+        f"`{name}` must be a folder this process can write to; got {str(path)!r}, {what}."
+    )
 
 
-def open_sweep(out_dir: str | os.PathLike | None, settings: Mapping[str, Any] | None = None, *,
-               name: str = "out_dir") -> Sweep:
+def open_sweep(
+    out_dir: str | os.PathLike | None,
+    settings: Mapping[str, Any] | None = None,
+    *,
+    name: str = "out_dir",
+) -> Sweep:
     """Claims `out_dir` for a sweep with `settings`, or reopens it to resume.
 
     The first call creates `out_dir/points/` and writes `out_dir/settings.json` atomically. A
@@ -363,20 +402,27 @@ def open_sweep(out_dir: str | os.PathLike | None, settings: Mapping[str, Any] | 
     return Sweep(path, settings)
 
 
-def _check_same_settings(name: str, path: pathlib.Path, settings_path: pathlib.Path,
-                         settings: dict[str, Any]) -> None:
+def _check_same_settings(
+    name: str, path: pathlib.Path, settings_path: pathlib.Path, settings: dict[str, Any]
+) -> None:
     try:
         previous = results.read_json(settings_path)
     except (OSError, ValueError) as err:
-        raise ValueError(f"`{name}` = {str(path)!r} holds a {SETTINGS_FILE} that cannot be read "
-                         f"({err}); use another `{name}` or delete the folder.") from err
+        raise ValueError(
+            f"`{name}` = {str(path)!r} holds a {SETTINGS_FILE} that cannot be read "
+            f"({err}); use another `{name}` or delete the folder."
+        ) from err
     if not isinstance(previous, dict):
-        raise ValueError(f"`{name}` = {str(path)!r} holds a {SETTINGS_FILE} that is not a dict "
-                         f"of settings; use another `{name}` or delete the folder.")
+        raise ValueError(
+            f"`{name}` = {str(path)!r} holds a {SETTINGS_FILE} that is not a dict "
+            f"of settings; use another `{name}` or delete the folder."
+        )
     diff = _settings_diff(previous, settings)
     if diff:
-        raise ValueError(f"`{name}` = {str(path)!r} holds a run with other settings: "
-                         f"{', '.join(diff)}; use another `{name}` or delete the folder.")
+        raise ValueError(
+            f"`{name}` = {str(path)!r} holds a run with other settings: "
+            f"{', '.join(diff)}; use another `{name}` or delete the folder."
+        )
 
 
 # Grids.
@@ -385,8 +431,12 @@ def _check_same_settings(name: str, path: pathlib.Path, settings_path: pathlib.P
 
 def _check_grid(grid: Any) -> dict[str, list[KeyValue]]:
     if not isinstance(grid, Mapping):
-        fail("grid", "a mapping of axis names to value lists, e.g. {'width': [16, 32], "
-             "'seed': [0, 1]}", describe(grid), TypeError)
+        fail(
+            "grid",
+            "a mapping of axis names to value lists, e.g. {'width': [16, 32], 'seed': [0, 1]}",
+            describe(grid),
+            TypeError,
+        )
     if not grid:
         fail("grid", "a non-empty mapping (at least one axis)", "{}")
     out = {}
@@ -399,8 +449,7 @@ def _check_grid(grid: Any) -> dict[str, list[KeyValue]]:
                 fail(name, "a 1-D sequence of values", describe(values))
             values = list(values)
         elif isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
-            fail(name, "a sequence of values (a list, tuple or range)", describe(values),
-                 TypeError)
+            fail(name, "a sequence of values (a list, tuple or range)", describe(values), TypeError)
         values = [_key_value(f"{name}[{i}]", v) for i, v in enumerate(values)]
         if not values:
             fail(name, "a non-empty sequence of values", "[]")
@@ -408,8 +457,11 @@ def _check_grid(grid: Any) -> dict[str, list[KeyValue]]:
         for i, v in enumerate(values):
             tag = (type(v), v)
             if tag in firsts:
-                fail(name, "distinct values (each point once)",
-                     f"{v!r} at positions {firsts[tag]} and {i}")
+                fail(
+                    name,
+                    "distinct values (each point once)",
+                    f"{v!r} at positions {firsts[tag]} and {i}",
+                )
             firsts[tag] = i
         out[axis] = values
     return out
@@ -417,32 +469,49 @@ def _check_grid(grid: Any) -> dict[str, list[KeyValue]]:
 
 def _check_progress(progress: Any) -> None:
     if progress is not None and not callable(progress):
-        fail("progress", "callable progress(done, total, description) or None",
-             describe(progress), TypeError)
+        fail(
+            "progress",
+            "callable progress(done, total, description) or None",
+            describe(progress),
+            TypeError,
+        )
 
 
-def _run_grid(run_point: Callable[..., Any], grid: dict[str, list[KeyValue]],
-              out_dir: str | os.PathLike | None, settings: Any, required: tuple[str, ...],
-              progress: Progress | None, call: Callable[[dict[str, KeyValue]], str],
-              name: str = "out_dir") -> list[dict[str, Any]]:
+def _run_grid(
+    run_point: Callable[..., Any],
+    grid: dict[str, list[KeyValue]],
+    out_dir: str | os.PathLike | None,
+    settings: Any,
+    required: tuple[str, ...],
+    progress: Progress | None,
+    call: Callable[[dict[str, KeyValue]], str],
+    name: str = "out_dir",
+) -> list[dict[str, Any]]:
     """The grid loop behind `sweep` and `compare.width_sweep`; `call(key)` is how error
     messages name the call (`compare.width_sweep` calls run_point positionally)."""
     swept = open_sweep(out_dir, settings, name=name)
     keys = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
     records = []
     for done, key in enumerate(keys, start=1):
-        record, cached = swept._point(key, lambda key=key: run_point(**key), required, call(key),
-                                      "run_point")
+        record, cached = swept._point(
+            key, lambda key=key: run_point(**key), required, call(key), "run_point"
+        )
         records.append(record)
         if progress is not None:
             progress(done, len(keys), _describe_key(key) + (" (cached)" if cached else ""))
     return records
 
 
-def sweep(run_point: Callable[..., Mapping[str, Any]], grid: Mapping[str, Iterable[KeyValue]],
-          out_dir: str | os.PathLike | None = None, *, settings: Mapping[str, Any] | None = None,
-          required: str | Sequence[str] = (), progress: Progress | None = None,
-          name: str = "out_dir") -> list[dict[str, Any]]:
+def sweep(
+    run_point: Callable[..., Mapping[str, Any]],
+    grid: Mapping[str, Iterable[KeyValue]],
+    out_dir: str | os.PathLike | None = None,
+    *,
+    settings: Mapping[str, Any] | None = None,
+    required: str | Sequence[str] = (),
+    progress: Progress | None = None,
+    name: str = "out_dir",
+) -> list[dict[str, Any]]:
     """Runs `run_point(**point)` for every point of a grid of named axes, resumably.
 
     Args:
@@ -471,8 +540,12 @@ def sweep(run_point: Callable[..., Mapping[str, Any]], grid: Mapping[str, Iterab
         settings in `out_dir`, or a bad `run_point` result.
     """
     if not callable(run_point):
-        fail("run_point", "callable run_point(**point) -> dict of metrics", describe(run_point),
-             TypeError)
+        fail(
+            "run_point",
+            "callable run_point(**point) -> dict of metrics",
+            describe(run_point),
+            TypeError,
+        )
     _check_progress(progress)
     axes = _check_grid(grid)
     required = _check_required(required)

@@ -6,6 +6,7 @@ on request, parameter snapshots and the NTK along the way. It is a pure function
 array arguments, so `jax.vmap` over keys (and initial parameters) trains an ensemble of
 seeds in one program.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -17,16 +18,34 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxdyn._checks import (check_array, check_bool, check_choice, check_finite, check_float,
-                            check_int, check_model_input, describe, fail, is_concrete)
+from jaxdyn._checks import (
+    check_array,
+    check_bool,
+    check_choice,
+    check_finite,
+    check_float,
+    check_int,
+    check_model_input,
+    describe,
+    fail,
+    is_concrete,
+)
 from jaxdyn.linearize import linearize as _linearize
-from jaxdyn.ntk import METHODS as _NTK_METHODS, ntk_fn
+from jaxdyn.ntk import METHODS as _NTK_METHODS
+from jaxdyn.ntk import ntk_fn
 
 PyTree = Any
 ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
 
-__all__ = ["DIVERGENCE_FACTOR", "LOSSES", "Trajectory", "cross_entropy_loss", "kernel_change",
-           "mse_loss", "trajectory"]
+__all__ = [
+    "DIVERGENCE_FACTOR",
+    "LOSSES",
+    "Trajectory",
+    "cross_entropy_loss",
+    "kernel_change",
+    "mse_loss",
+    "trajectory",
+]
 
 
 class Trajectory(NamedTuple):
@@ -44,6 +63,7 @@ class Trajectory(NamedTuple):
       ntk: `(Tk, n, n)` empirical NTK of the trained model on `x_train` (mean over outputs),
         or None. `kernel_change(traj)` turns it into the relative drift.
     """
+
     steps: jax.Array
     f_train: jax.Array
     f_test: jax.Array | None
@@ -67,7 +87,9 @@ def cross_entropy_loss(f: jax.Array, y: jax.Array) -> jax.Array:
 
 
 LOSSES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
-    "mse": mse_loss, "cross_entropy": cross_entropy_loss}
+    "mse": mse_loss,
+    "cross_entropy": cross_entropy_loss,
+}
 
 
 # The divergence rule of `trajectory`: a recorded loss above this multiple of the initial one.
@@ -75,7 +97,10 @@ DIVERGENCE_FACTOR = 1e3
 
 
 def _tree_distance(a: PyTree, b: PyTree) -> jax.Array:
-    sq = [jnp.sum((u - v) ** 2) for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))]
+    sq = [
+        jnp.sum((u - v) ** 2)
+        for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
+    ]
     return jnp.sqrt(sum(sq))
 
 
@@ -89,17 +114,36 @@ def _minibatch(key: jax.Array, step: jax.Array, n: int, batch_size: int) -> jax.
     return jax.lax.dynamic_slice_in_dim(perm, pos * batch_size, batch_size)
 
 
-def _check_arguments(apply_fn, params0, x_train, y_train, optimizer, steps, record_every, x_test,
-                     y_test, loss, batch_size, key, linearize, keep_params, kernel_every,
-                     ntk_method) -> tuple[Callable, int, int, int | None, int | None]:
+def _check_arguments(
+    apply_fn,
+    params0,
+    x_train,
+    y_train,
+    optimizer,
+    steps,
+    record_every,
+    x_test,
+    y_test,
+    loss,
+    batch_size,
+    key,
+    linearize,
+    keep_params,
+    kernel_every,
+    ntk_method,
+) -> tuple[Callable, int, int, int | None, int | None]:
     """All of `trajectory`'s checks, before any compilation.
 
     Returns:
       `(loss_fn, steps, record_every, kernel_every, batch_size)`, the counts as Python ints.
     """
     if not callable(apply_fn):
-        fail("trajectory(apply_fn)", "callable `apply_fn(params, x)`", type(apply_fn).__name__,
-             TypeError)
+        fail(
+            "trajectory(apply_fn)",
+            "callable `apply_fn(params, x)`",
+            type(apply_fn).__name__,
+            TypeError,
+        )
     if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
         fail("optimizer", "an optax GradientTransformation", describe(optimizer), TypeError)
     steps = check_int("steps", steps, minimum=1)
@@ -109,8 +153,11 @@ def _check_arguments(apply_fn, params0, x_train, y_train, optimizer, steps, reco
     if kernel_every is not None:
         kernel_every = check_int("kernel_every", kernel_every, minimum=1, allow_none=True)
         if kernel_every % record_every or steps % kernel_every:
-            fail("kernel_every", f"a multiple of `record_every` ({record_every}) that divides "
-                                 f"`steps` ({steps})", str(kernel_every))
+            fail(
+                "kernel_every",
+                f"a multiple of `record_every` ({record_every}) that divides `steps` ({steps})",
+                str(kernel_every),
+            )
     check_bool("linearize", linearize)
     check_bool("keep_params", keep_params)
     check_choice("ntk_method", ntk_method, _NTK_METHODS)
@@ -118,51 +165,78 @@ def _check_arguments(apply_fn, params0, x_train, y_train, optimizer, steps, reco
     n = x_train.shape[0]
     check_array("y_train", y_train, min_ndim=2)
     if y_train.ndim != 2 or y_train.shape[0] != n:
-        fail("trajectory(y_train)", f"an (n, k) array with n = x_train.shape[0] = {n}",
-             f"shape {tuple(y_train.shape)}")
+        fail(
+            "trajectory(y_train)",
+            f"an (n, k) array with n = x_train.shape[0] = {n}",
+            f"shape {tuple(y_train.shape)}",
+        )
     if y_test is not None and x_test is None:
         fail("y_test", "given with `x_test`", "y_test without x_test")
     if x_test is not None:
         check_array("x_test", x_test, min_ndim=1)
         if tuple(x_test.shape[1:]) != tuple(x_train.shape[1:]):
-            fail("x_test", f"an array of examples shaped like x_train's, "
-                           f"(m, {', '.join(map(str, x_train.shape[1:]))})",
-                 f"shape {tuple(x_test.shape)}")
+            fail(
+                "x_test",
+                f"an array of examples shaped like x_train's, "
+                f"(m, {', '.join(map(str, x_train.shape[1:]))})",
+                f"shape {tuple(x_test.shape)}",
+            )
         if y_test is not None:
             check_array("y_test", y_test)
             if tuple(y_test.shape) != (x_test.shape[0], y_train.shape[1]):
-                fail("trajectory(y_test)", f"an (m, k) array of shape "
-                                           f"{(x_test.shape[0], y_train.shape[1])}",
-                     f"shape {tuple(y_test.shape)}")
+                fail(
+                    "trajectory(y_test)",
+                    f"an (m, k) array of shape {(x_test.shape[0], y_train.shape[1])}",
+                    f"shape {tuple(y_test.shape)}",
+                )
     if isinstance(loss, str):
         check_choice("loss", loss, tuple(LOSSES))
         loss_fn = LOSSES[loss]
     elif callable(loss):
         loss_fn = loss
     else:
-        fail("loss", f"one of {', '.join(map(repr, LOSSES))} or a callable loss(f, y)",
-             describe(loss), TypeError)
+        fail(
+            "loss",
+            f"one of {', '.join(map(repr, LOSSES))} or a callable loss(f, y)",
+            describe(loss),
+            TypeError,
+        )
     if batch_size is not None:
         batch_size = check_int("batch_size", batch_size, minimum=1, allow_none=True)
         if batch_size > n:
             fail("batch_size", f"<= the number of training points ({n})", str(batch_size))
         if key is None:
-            fail("key", "a jax.random key when `batch_size` is set (minibatch SGD), so the "
-                        "sampling is reproducible", "None")
+            fail(
+                "key",
+                "a jax.random key when `batch_size` is set (minibatch SGD), so the "
+                "sampling is reproducible",
+                "None",
+            )
         _check_key(key)
     # The model must accept x_train and params0 (shapes only: no compilation) and give one
     # (n, k) output whose width matches the targets'.
     out = check_model_input(apply_fn, params0, x_train, x_name="x_train", params_name="params0")
     if not isinstance(out, jax.ShapeDtypeStruct) or out.ndim != 2 or out.shape[0] != n:
-        fail("trajectory(apply_fn)", f"a model whose outputs are one (n, k) array, n = {n}",
-             f"outputs {jax.tree_util.tree_map(lambda a: tuple(a.shape), out)}", TypeError
-             if not isinstance(out, jax.ShapeDtypeStruct) else ValueError)
+        fail(
+            "trajectory(apply_fn)",
+            f"a model whose outputs are one (n, k) array, n = {n}",
+            f"outputs {jax.tree_util.tree_map(lambda a: tuple(a.shape), out)}",
+            TypeError if not isinstance(out, jax.ShapeDtypeStruct) else ValueError,
+        )
     if y_train.shape[1] != out.shape[1]:
-        fail("trajectory(y_train)", f"an array with {out.shape[1]} columns (the model's outputs)",
-             f"shape {tuple(y_train.shape)}")
+        fail(
+            "trajectory(y_train)",
+            f"an array with {out.shape[1]} columns (the model's outputs)",
+            f"shape {tuple(y_train.shape)}",
+        )
     _check_loss(loss_fn, out, y_train)
-    for name, value in [("x_train", x_train), ("y_train", y_train), ("x_test", x_test),
-                        ("y_test", y_test), ("params0", params0)]:
+    for name, value in [
+        ("x_train", x_train),
+        ("y_train", y_train),
+        ("x_test", x_test),
+        ("y_test", y_test),
+        ("params0", params0),
+    ]:
         check_finite(name, value)
     return loss_fn, steps, record_every, kernel_every, batch_size
 
@@ -175,8 +249,12 @@ def _check_key(key: Any) -> None:
     else:
         ok = dtype is not None and np.dtype(dtype) == np.uint32 and shape == (2,)
     if not ok:
-        fail("key", "a single jax.random key (jax.random.key(0) or jax.random.PRNGKey(0))",
-             describe(key), TypeError)
+        fail(
+            "key",
+            "a single jax.random key (jax.random.key(0) or jax.random.PRNGKey(0))",
+            describe(key),
+            TypeError,
+        )
 
 
 def _check_loss(loss_fn: Callable, out: jax.ShapeDtypeStruct, y_train: jax.Array) -> None:
@@ -185,32 +263,53 @@ def _check_loss(loss_fn: Callable, out: jax.ShapeDtypeStruct, y_train: jax.Array
     try:
         value = jax.eval_shape(loss_fn, out, y)
     except Exception as error:  # noqa: BLE001 - a user's callable: report it by name
-        fail("loss", f"a callable loss(f, y) -> scalar for f of shape {tuple(out.shape)} and y "
-                     f"of shape {tuple(y_train.shape)}",
-             f"{getattr(loss_fn, '__name__', type(loss_fn).__name__)}, which raised "
-             f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
-             TypeError)
+        fail(
+            "loss",
+            f"a callable loss(f, y) -> scalar for f of shape {tuple(out.shape)} and y "
+            f"of shape {tuple(y_train.shape)}",
+            f"{getattr(loss_fn, '__name__', type(loss_fn).__name__)}, which raised "
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+            TypeError,
+        )
     if not isinstance(value, jax.ShapeDtypeStruct) or value.shape != ():
-        fail("loss", "a callable loss(f, y) returning a scalar",
-             f"a loss returning {jax.tree_util.tree_map(lambda a: tuple(a.shape), value)}",
-             TypeError)
+        fail(
+            "loss",
+            "a callable loss(f, y) returning a scalar",
+            f"a loss returning {jax.tree_util.tree_map(lambda a: tuple(a.shape), value)}",
+            TypeError,
+        )
 
 
 def _warn_above_critical(learning_rate, critical_learning_rate) -> None:
     """Warns once, before training, when a known learning rate is above the critical one."""
-    learning_rate = check_float("learning_rate", learning_rate, minimum=0, strict_min=True,
-                                allow_none=True)
-    critical = check_float("critical_learning_rate", critical_learning_rate, minimum=0,
-                           strict_min=True, allow_none=True)
+    learning_rate = check_float(
+        "learning_rate", learning_rate, minimum=0, strict_min=True, allow_none=True
+    )
+    critical = check_float(
+        "critical_learning_rate",
+        critical_learning_rate,
+        minimum=0,
+        strict_min=True,
+        allow_none=True,
+    )
     if (learning_rate is None) != (critical is None):
-        fail("learning_rate and critical_learning_rate", "given together (the warning compares "
-             "them)", "only " + ("learning_rate" if critical is None else "critical_learning_rate"))
-    if learning_rate is not None and is_concrete(learning_rate, critical) \
-            and learning_rate > critical:
+        fail(
+            "learning_rate and critical_learning_rate",
+            "given together (the warning compares them)",
+            "only " + ("learning_rate" if critical is None else "critical_learning_rate"),
+        )
+    if (
+        learning_rate is not None
+        and is_concrete(learning_rate, critical)
+        and learning_rate > critical
+    ):
         warnings.warn(
             f"`learning_rate` {learning_rate:.4g} is {learning_rate / critical:.3g}x the critical "
             f"rate {critical:.4g}: gradient descent diverges from step 0 on (the loss grows "
-            "geometrically along the top kernel eigenvector).", RuntimeWarning, stacklevel=3)
+            "geometrically along the top kernel eigenvector).",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _divergence(steps: np.ndarray, loss: np.ndarray) -> str | None:
@@ -220,31 +319,49 @@ def _divergence(steps: np.ndarray, loss: np.ndarray) -> str | None:
     exceeds `DIVERGENCE_FACTOR` times the initial loss (only for a positive finite start).
     """
     bad = np.flatnonzero(~np.isfinite(loss))
-    hint = ("(for gradient descent, check the learning rate against "
-            "dynamics.mse(...).critical_learning_rate).")
+    hint = (
+        "(for gradient descent, check the learning rate against "
+        "dynamics.mse(...).critical_learning_rate)."
+    )
     if bad.size:
-        return (f"training diverged: the loss is NaN/Inf from recorded step "
-                f"{int(steps[bad[0]])} on {hint}")
+        return (
+            f"training diverged: the loss is NaN/Inf from recorded step "
+            f"{int(steps[bad[0]])} on {hint}"
+        )
     start = float(loss[0]) if loss.size else 0.0
     if start > 0:
         grown = np.flatnonzero(loss > DIVERGENCE_FACTOR * start)
         if grown.size:
             i = int(grown[0])
-            return (f"training diverged: the loss grew from {start:.3g} to {float(loss[i]):.3g} "
-                    f"(over {DIVERGENCE_FACTOR:.0e} times the initial loss) by recorded step "
-                    f"{int(steps[i])} {hint}")
+            return (
+                f"training diverged: the loss grew from {start:.3g} to {float(loss[i]):.3g} "
+                f"(over {DIVERGENCE_FACTOR:.0e} times the initial loss) by recorded step "
+                f"{int(steps[i])} {hint}"
+            )
     return None
 
 
-def trajectory(apply_fn: ApplyFn, params0: PyTree, x_train: jax.Array, y_train: jax.Array, *,
-               optimizer: optax.GradientTransformation, steps: int, record_every: int = 1,
-               x_test: jax.Array | None = None, y_test: jax.Array | None = None,
-               loss: str | Callable[[jax.Array, jax.Array], jax.Array] = "mse",
-               batch_size: int | None = None, key: jax.Array | None = None,
-               linearize: bool = False, keep_params: bool = False,
-               kernel_every: int | None = None, ntk_method: str = "auto",
-               learning_rate: float | None = None,
-               critical_learning_rate: float | None = None) -> Trajectory:
+def trajectory(
+    apply_fn: ApplyFn,
+    params0: PyTree,
+    x_train: jax.Array,
+    y_train: jax.Array,
+    *,
+    optimizer: optax.GradientTransformation,
+    steps: int,
+    record_every: int = 1,
+    x_test: jax.Array | None = None,
+    y_test: jax.Array | None = None,
+    loss: str | Callable[[jax.Array, jax.Array], jax.Array] = "mse",
+    batch_size: int | None = None,
+    key: jax.Array | None = None,
+    linearize: bool = False,
+    keep_params: bool = False,
+    kernel_every: int | None = None,
+    ntk_method: str = "auto",
+    learning_rate: float | None = None,
+    critical_learning_rate: float | None = None,
+) -> Trajectory:
     """Trains `apply_fn` from `params0` with `optimizer` and records the run.
 
     Args:
@@ -292,8 +409,23 @@ def trajectory(apply_fn: ApplyFn, params0: PyTree, x_train: jax.Array, y_train: 
       >>> traj.f_train.shape   # (101, n, k)
     """
     loss_fn, steps, record_every, kernel_every, batch_size = _check_arguments(
-        apply_fn, params0, x_train, y_train, optimizer, steps, record_every, x_test, y_test,
-        loss, batch_size, key, linearize, keep_params, kernel_every, ntk_method)
+        apply_fn,
+        params0,
+        x_train,
+        y_train,
+        optimizer,
+        steps,
+        record_every,
+        x_test,
+        y_test,
+        loss,
+        batch_size,
+        key,
+        linearize,
+        keep_params,
+        kernel_every,
+        ntk_method,
+    )
     n = x_train.shape[0]
     _warn_above_critical(learning_rate, critical_learning_rate)
     # NumPy inputs (the data loaders return them) must become JAX arrays: minibatches index them
@@ -320,7 +452,9 @@ def trajectory(apply_fn: ApplyFn, params0: PyTree, x_train: jax.Array, y_train: 
     def record(p):
         f_tr = model(p, x_train)
         f_te = None if x_test is None else model(p, x_test)
-        out = dict(f_train=f_tr, loss=loss_fn(f_tr, y_train), param_distance=_tree_distance(p, params0))
+        out = dict(
+            f_train=f_tr, loss=loss_fn(f_tr, y_train), param_distance=_tree_distance(p, params0)
+        )
         if x_test is not None:
             out["f_test"] = f_te
             if y_test is not None:
@@ -345,17 +479,24 @@ def trajectory(apply_fn: ApplyFn, params0: PyTree, x_train: jax.Array, y_train: 
     _, (recs, ntks) = jax.lax.scan(kernel_chunk, carry0, None, length=n_kernel)
     first = record(params0)
     recs = jax.tree_util.tree_map(
-        lambda a0, a: jnp.concatenate([a0[None], a.reshape((-1, *a.shape[2:]))]), first, recs)
+        lambda a0, a: jnp.concatenate([a0[None], a.reshape((-1, *a.shape[2:]))]), first, recs
+    )
     ntk = ntk_steps = None
     if kernel is not None:
         ntk = jnp.concatenate([kernel(x_train, None, params0)[None], ntks])
         ntk_steps = jnp.arange(0, steps + 1, kernel_every)
 
     traj = Trajectory(
-        steps=jnp.arange(0, steps + 1, record_every), f_train=recs["f_train"],
-        f_test=recs.get("f_test"), loss=recs["loss"], test_loss=recs.get("test_loss"),
-        param_distance=recs["param_distance"], params=recs.get("params"),
-        ntk_steps=ntk_steps, ntk=ntk)
+        steps=jnp.arange(0, steps + 1, record_every),
+        f_train=recs["f_train"],
+        f_test=recs.get("f_test"),
+        loss=recs["loss"],
+        test_loss=recs.get("test_loss"),
+        param_distance=recs["param_distance"],
+        params=recs.get("params"),
+        ntk_steps=ntk_steps,
+        ntk=ntk,
+    )
     if is_concrete(traj.loss):
         message = _divergence(np.asarray(traj.steps), np.asarray(traj.loss))
         if message:
@@ -368,5 +509,4 @@ def kernel_change(traj: Trajectory) -> jax.Array:
     if traj.ntk is None:
         raise ValueError("`traj` holds no NTK: run `trajectory(..., kernel_every=K)`.")
     diff = traj.ntk - traj.ntk[:1]
-    return jnp.sqrt(jnp.sum(diff ** 2, axis=(-2, -1))) / jnp.sqrt(jnp.sum(traj.ntk[0] ** 2))
-
+    return jnp.sqrt(jnp.sum(diff**2, axis=(-2, -1))) / jnp.sqrt(jnp.sum(traj.ntk[0] ** 2))

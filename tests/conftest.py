@@ -1,5 +1,6 @@
 """Test configuration: float64 and loud rank promotion, as the exact tier needs; the versions
 the run resolved in the report header (CI installs the newest releases on every run)."""
+
 import importlib.metadata
 import pathlib
 import platform
@@ -12,8 +13,18 @@ jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 REFS = pathlib.Path(__file__).parent / "refs" / "nt_refs.npz"
-PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "scipy", "matplotlib", "scikit-learn",
-            "nbclient", "ipykernel")
+PACKAGES = (
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "numpy",
+    "scipy",
+    "matplotlib",
+    "scikit-learn",
+    "nbclient",
+    "ipykernel",
+)
 
 
 def pytest_report_header(config):
@@ -23,8 +34,10 @@ def pytest_report_header(config):
             versions.append(f"{name} {importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:
             versions.append(f"{name} not installed")
-    return [f"jaxdyn test run: python {platform.python_version()}, {', '.join(versions)}",
-            f"jax backend {jax.default_backend()}, {jax.device_count()} device(s)"]
+    return [
+        f"jaxdyn test run: python {platform.python_version()}, {', '.join(versions)}",
+        f"jax backend {jax.default_backend()}, {jax.device_count()} device(s)",
+    ]
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ and the stacked-input reference kernel that keeps the kernel tests to few compil
 
 `tests/reference_models.py` re-exports the model helpers under their old import path.
 """
+
 import functools
 
 import jax
@@ -40,8 +41,9 @@ def init_mlp(key, sizes, dtype=jnp.float64):
     params = []
     for d_in, d_out in zip(sizes[:-1], sizes[1:]):
         key, k1, k2 = jax.random.split(key, 3)
-        params.append((jax.random.normal(k1, (d_in, d_out), dtype),
-                       jax.random.normal(k2, (d_out,), dtype)))
+        params.append(
+            (jax.random.normal(k1, (d_in, d_out), dtype), jax.random.normal(k2, (d_out,), dtype))
+        )
     return params
 
 
@@ -71,11 +73,13 @@ def explicit_ntk(apply_fn, params, x1, x2, trace=True):
     """J(x1) J(x2)^T from full-batch `jax.jacrev`, flattened: the textbook definition.
 
     Returns `(n1, n2)` (mean over the k outputs) when `trace`, else `(n1, n2, k, k)`."""
+
     def jac(x):
         j = jax.jacrev(lambda p: apply_fn(p, x))(params)
         n, k = apply_fn(params, x).shape
         leaves = jax.tree_util.tree_leaves(j)
         return jnp.concatenate([leaf.reshape(n, k, -1) for leaf in leaves], axis=-1)
+
     j1, j2 = jac(x1), jac(x2)
     full = jnp.einsum("iap,jbp->ijab", j1, j2)
     return jnp.einsum("ijaa->ij", full) / full.shape[-1] if trace else full
@@ -125,11 +129,18 @@ class StackedNTK:
         self.n1, self.has_x2 = x1.shape[0], x2 is not None
         xs = x1 if x2 is None else jnp.concatenate([x1, x2])
         if not by_group:
-            self.full = {"all": np.asarray(jaxdyn.empirical_ntk(
-                apply_fn, params, xs, trace_axes=(), method="jacobian"))}
+            self.full = {
+                "all": np.asarray(
+                    jaxdyn.empirical_ntk(apply_fn, params, xs, trace_axes=(), method="jacobian")
+                )
+            }
         else:
-            self.full = {name: np.asarray(k) for name, k in jaxdyn.ntk_by_group(
-                apply_fn, params, xs, groups=groups, trace_axes=(), method="jacobian").items()}
+            self.full = {
+                name: np.asarray(k)
+                for name, k in jaxdyn.ntk_by_group(
+                    apply_fn, params, xs, groups=groups, trace_axes=(), method="jacobian"
+                ).items()
+            }
 
     def parts(self, trace_axes, with_x2=True, rows=None):
         """`{group: kernel}` of x1 (its first `rows` rows, default all) against x2 (`with_x2`)
@@ -142,7 +153,7 @@ class StackedNTK:
         r = self.n1 if rows is None else rows
         out = {}
         for name, k in self.full.items():
-            block = k[:r, self.n1:] if with_x2 else k[:r, :r]
+            block = k[:r, self.n1 :] if with_x2 else k[:r, :r]
             traced = trace_axes != ()
             out[name] = np.einsum("ijaa->ij", block) / block.shape[-1] if traced else block
         return out

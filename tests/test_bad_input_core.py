@@ -3,6 +3,7 @@
 Every case asserts the exception type and that the message names the argument and the
 received value, in the one style "`NAME` must be EXPECTED; got RECEIVED."
 """
+
 import re
 
 import jax
@@ -44,8 +45,17 @@ def test_check_int_accepts_python_and_numpy_ints(value):
     assert out == 3 and type(out) is int
 
 
-@pytest.mark.parametrize("value, shown", [(2.5, "2.5"), (2.0, "2.0"), (True, "True"),
-                                          ("3", "'3'"), (None, "None"), (np.float64(1), "1.0")])
+@pytest.mark.parametrize(
+    "value, shown",
+    [
+        (2.5, "2.5"),
+        (2.0, "2.0"),
+        (True, "True"),
+        ("3", "'3'"),
+        (None, "None"),
+        (np.float64(1), "1.0"),
+    ],
+)
 def test_check_int_refuses_other_kinds(value, shown):
     with raises(TypeError, "`steps` must be a positive int; got", shown):
         C.check_int("steps", value, minimum=1)
@@ -76,12 +86,21 @@ def test_check_float_accepts_real_numbers(value):
     assert out == 2.0 and type(out) is float
 
 
-@pytest.mark.parametrize("value, exc, shown", [
-    (float("nan"), ValueError, "nan"), (float("inf"), ValueError, "inf"),
-    (0.0, ValueError, "0.0"), (-1, ValueError, "-1"), (True, TypeError, "True"),
-    (1 + 2j, TypeError, "(1+2j)"), ("1GB", TypeError, "'1GB'"), (None, TypeError, "None"),
-    (jnp.array(np.nan), ValueError, "nan"), (np.ones(2), TypeError, "shape (2,)"),
-])
+@pytest.mark.parametrize(
+    "value, exc, shown",
+    [
+        (float("nan"), ValueError, "nan"),
+        (float("inf"), ValueError, "inf"),
+        (0.0, ValueError, "0.0"),
+        (-1, ValueError, "-1"),
+        (True, TypeError, "True"),
+        (1 + 2j, TypeError, "(1+2j)"),
+        ("1GB", TypeError, "'1GB'"),
+        (None, TypeError, "None"),
+        (jnp.array(np.nan), ValueError, "nan"),
+        (np.ones(2), TypeError, "shape (2,)"),
+    ],
+)
 def test_check_float_refuses(value, exc, shown):
     with raises(exc, "`learning_rate` must be a positive float; got", shown):
         C.check_float("learning_rate", value, minimum=0, strict_min=True)
@@ -93,8 +112,9 @@ def test_check_float_bounds_hint_and_tracers():
     with raises(ValueError, "`W_std` must be a non-negative float; got -1.0."):
         C.check_float("W_std", -1.0, minimum=0)
     with raises(TypeError, "`memory_budget` must be a positive float or None (bytes); got '1GB'."):
-        C.check_float("memory_budget", "1GB", minimum=0, strict_min=True, allow_none=True,
-                      hint="bytes")
+        C.check_float(
+            "memory_budget", "1GB", minimum=0, strict_min=True, allow_none=True, hint="bytes"
+        )
     assert C.check_float("memory_budget", None, allow_none=True) is None
     # traced values pass through unchecked, so callers stay jit-able
     assert float(jax.jit(lambda lr: C.check_float("lr", lr, minimum=0) * 2)(1.5)) == 3.0
@@ -138,7 +158,7 @@ def test_check_array():
 
 def test_check_finite():
     C.check_finite("x", None)
-    C.check_finite("x", np.arange(3))           # integers cannot hold NaN
+    C.check_finite("x", np.arange(3))  # integers cannot hold NaN
     with raises(ValueError, "`x1` must be finite; got 1 NaN/Inf value(s), first at index (2, 1)."):
         C.check_finite("x1", jnp.ones((3, 2)).at[2, 1].set(jnp.nan))
     with raises(ValueError, "`params['b'][0]` must be finite; got 1 NaN/Inf value(s), value inf."):
@@ -150,15 +170,22 @@ def test_check_finite():
 
 def test_check_same_structure_and_params():
     ref = {"W1": np.ones((3, 5)), "b1": np.zeros(5)}
-    assert C.check_params("params", {"W1": jnp.ones((3, 5)), "b1": jnp.ones(5, jnp.float32)},
-                          "params0", ref) == jax.tree_util.tree_structure(ref)
-    with raises(ValueError, "`params` must be a PyTree with the same structure as `params0`",
-                "got missing leaves ['b1']"):
+    assert C.check_params(
+        "params", {"W1": jnp.ones((3, 5)), "b1": jnp.ones(5, jnp.float32)}, "params0", ref
+    ) == jax.tree_util.tree_structure(ref)
+    with raises(
+        ValueError,
+        "`params` must be a PyTree with the same structure as `params0`",
+        "got missing leaves ['b1']",
+    ):
         C.check_same_structure("params", {"W1": 1.0}, "params0", ref)
     with raises(ValueError, "missing leaves ['b1']; extra leaves ['W2']"):
         C.check_params("params", {"W1": 1.0, "W2": 2.0}, "params0", ref)
-    with raises(ValueError, "`params['W1']` must be an array of shape (3, 5)",
-                "`params0['W1']`; got shape (3, 4)."):
+    with raises(
+        ValueError,
+        "`params['W1']` must be an array of shape (3, 5)",
+        "`params0['W1']`; got shape (3, 4).",
+    ):
         C.check_params("params", {"W1": np.ones((3, 4)), "b1": np.zeros(5)}, "params0", ref)
     with raises(TypeError, "`params['W1']` must be an array; got 'a'."):
         C.check_params("params", {"W1": "a", "b1": np.zeros(5)}, "params0", ref)
@@ -202,8 +229,11 @@ def dict_apply(p, x):
 @pytest.fixture(scope="module")
 def net():
     k1, k2, k3, k4 = jax.random.split(jax.random.PRNGKey(0), 4)
-    params = {"W1": jax.random.normal(k1, (3, 16)) / np.sqrt(3), "b1": 0.1 * jnp.ones(16),
-              "W2": jax.random.normal(k2, (16, 2)) / 4.0}
+    params = {
+        "W1": jax.random.normal(k1, (3, 16)) / np.sqrt(3),
+        "b1": 0.1 * jnp.ones(16),
+        "W2": jax.random.normal(k2, (16, 2)) / 4.0,
+    }
     x = jax.random.normal(k3, (6, 3))
     y = jax.random.normal(k4, (6, 2))
     return params, x, y
@@ -215,8 +245,12 @@ def _without(params, name):
 
 def test_ntk_x_of_the_wrong_rank(net):
     params, x, _ = net
-    with raises(ValueError, "`x1` must be an input that `apply_fn(params, x1)` accepts",
-                "got shape (6, 3, 1)", "dot_general"):   # the user's shape, not a probe's
+    with raises(
+        ValueError,
+        "`x1` must be an input that `apply_fn(params, x1)` accepts",
+        "got shape (6, 3, 1)",
+        "dot_general",
+    ):  # the user's shape, not a probe's
         jaxdyn.empirical_ntk(dict_apply, params, x[:, :, None])
     with raises(ValueError, "`x1` must be an input", "dot_general"):
         jaxdyn.ntk_fn(dict_apply)(x[:, :, None], None, params)
@@ -226,12 +260,14 @@ def test_ntk_x_of_the_wrong_rank(net):
 
 def test_ntk_params_that_do_not_fit(net):
     params, x, _ = net
-    with raises(ValueError, "`params` must hold every parameter", "['W1'] (3, 16)",
-                "KeyError: 'b1'"):
+    with raises(
+        ValueError, "`params` must hold every parameter", "['W1'] (3, 16)", "KeyError: 'b1'"
+    ):
         jaxdyn.empirical_ntk(dict_apply, _without(params, "b1"), x)
     wide = {**params, "W1": jnp.ones((5, 16))}
-    with raises(ValueError, "`x1` must be an input", "`params` from the same model",
-                "got shape (6, 3)"):
+    with raises(
+        ValueError, "`x1` must be an input", "`params` from the same model", "got shape (6, 3)"
+    ):
         jaxdyn.empirical_ntk(dict_apply, wide, x)
 
 
@@ -247,18 +283,31 @@ def test_ntk_empty_and_complex_inputs(net):
         jaxdyn.empirical_ntk(dict_apply, params, x.astype(jnp.complex128))
 
 
-@pytest.mark.parametrize("axes, exc, shown", [
-    ("ab", TypeError, "'ab'"), ((1.7,), TypeError, "(1.7,)"), (3, TypeError, "3"),
-    ((-1, 1), ValueError, "(-1, 1)"), ((0,), ValueError, "(0,)")])
+@pytest.mark.parametrize(
+    "axes, exc, shown",
+    [
+        ("ab", TypeError, "'ab'"),
+        ((1.7,), TypeError, "(1.7,)"),
+        (3, TypeError, "3"),
+        ((-1, 1), ValueError, "(-1, 1)"),
+        ((0,), ValueError, "(0,)"),
+    ],
+)
 def test_ntk_bad_trace_axes(net, axes, exc, shown):
     params, x, _ = net
     with raises(exc, "`trace_axes` must be", "got " + shown):
         jaxdyn.empirical_ntk(dict_apply, params, x, trace_axes=axes)
 
 
-@pytest.mark.parametrize("budget, exc, shown", [("1GB", TypeError, "'1GB'"), (0, ValueError, "0"),
-                                               (-1.0, ValueError, "-1.0"),
-                                               (float("nan"), ValueError, "nan")])
+@pytest.mark.parametrize(
+    "budget, exc, shown",
+    [
+        ("1GB", TypeError, "'1GB'"),
+        (0, ValueError, "0"),
+        (-1.0, ValueError, "-1.0"),
+        (float("nan"), ValueError, "nan"),
+    ],
+)
 def test_ntk_bad_memory_budget(net, budget, exc, shown):
     params, x, _ = net
     expected = "`memory_budget` must be a positive float or None (bytes"
@@ -272,10 +321,12 @@ def test_ntk_bad_memory_budget(net, budget, exc, shown):
 
 def test_ntk_checks_keep_jit_working(net):
     params, x, _ = net
+
     # explicit J J^T from per-example Jacobians of every leaf, mean over the 2 outputs
-    def jac(name):      # (n, 2 outputs, leaf size) per-example Jacobian of one leaf
+    def jac(name):  # (n, 2 outputs, leaf size) per-example Jacobian of one leaf
         one = lambda xi: jax.jacrev(dict_apply)(params, xi[None])[name].reshape(2, -1)  # noqa: E731
         return jax.vmap(one)(x)
+
     full = sum(jnp.einsum("iap,jap->ij", jac(n), jac(n)) for n in params) / 2
     eager = jaxdyn.empirical_ntk(dict_apply, params, x)
     jitted = jax.jit(lambda p, u: jaxdyn.empirical_ntk(dict_apply, p, u))(params, x)
@@ -286,34 +337,50 @@ def test_ntk_checks_keep_jit_working(net):
 def test_linearize_x_of_the_wrong_rank(net):
     params, x, _ = net
     for f in (jaxdyn.linearize(dict_apply, params), jaxdyn.taylor_expand(dict_apply, params, 2)):
-        with raises(ValueError, "`x` must be an input that `apply_fn(params0, x)` accepts",
-                    "got shape (6, 3, 1)", "dot_general"):
+        with raises(
+            ValueError,
+            "`x` must be an input that `apply_fn(params0, x)` accepts",
+            "got shape (6, 3, 1)",
+            "dot_general",
+        ):
             f(params, x[:, :, None])
 
 
 def test_linearize_params_that_do_not_fit(net):
     params, x, _ = net
     f_lin = jaxdyn.linearize(dict_apply, params)
-    with raises(ValueError, "`params` must be a PyTree with the same structure as "
-                "`linearize(params0)`", "missing leaves ['b1']"):
+    with raises(
+        ValueError,
+        "`params` must be a PyTree with the same structure as `linearize(params0)`",
+        "missing leaves ['b1']",
+    ):
         f_lin(_without(params, "b1"), x)
-    with raises(ValueError, "`params['W1']` must be an array of shape (3, 16)",
-                "`linearize(params0)['W1']`; got shape (5, 16)."):
+    with raises(
+        ValueError,
+        "`params['W1']` must be an array of shape (3, 16)",
+        "`linearize(params0)['W1']`; got shape (5, 16).",
+    ):
         f_lin({**params, "W1": jnp.ones((5, 16))}, x)
     # params0 that the model cannot use: named params0, with the model's KeyError
     bad0 = _without(params, "b1")
     with raises(ValueError, "`params0` must hold every parameter", "KeyError: 'b1'"):
         jaxdyn.linearize(dict_apply, bad0)(bad0, x)
-    with raises(ValueError, "`params['W1']` must be an array of shape (3, 16)",
-                "`taylor_expand(params0)['W1']`; got shape (5, 16)."):
+    with raises(
+        ValueError,
+        "`params['W1']` must be an array of shape (3, 16)",
+        "`taylor_expand(params0)['W1']`; got shape (5, 16).",
+    ):
         jaxdyn.taylor_expand(dict_apply, params, 2)({**params, "W1": jnp.ones((5, 16))}, x)
 
 
 def test_linearize_refuses_nan_params_and_complex_x(net):
     params, x, _ = net
     nan = {**params, "b1": params["b1"].at[3].set(jnp.nan)}
-    with raises(ValueError, "`linearize(params0)['b1']` must be finite",
-                "got 1 NaN/Inf value(s), first at index (3,)."):
+    with raises(
+        ValueError,
+        "`linearize(params0)['b1']` must be finite",
+        "got 1 NaN/Inf value(s), first at index (3,).",
+    ):
         jaxdyn.linearize(dict_apply, nan)
     with raises(ValueError, "`taylor_expand(params0)['b1']` must be finite"):
         jaxdyn.taylor_expand(dict_apply, nan, 1)
@@ -331,7 +398,8 @@ def test_linearize_checks_keep_transforms_working(net):
     # reference: f(p0) + J(p0) (p - p0) with the Jacobian from jacrev
     jac = jax.jacrev(dict_apply)(params, x)
     ref = dict_apply(params, x) + sum(
-        jnp.tensordot(jac[k], moved[k] - params[k], axes=moved[k].ndim) for k in params)
+        jnp.tensordot(jac[k], moved[k] - params[k], axes=moved[k].ndim) for k in params
+    )
     np.testing.assert_allclose(f_lin(moved, x), ref, rtol=1e-12)
     np.testing.assert_allclose(jax.jit(f_lin)(moved, x), ref, rtol=1e-12)
     # grad of a linear model in params is the Jacobian contracted with the cotangent
@@ -342,9 +410,10 @@ def test_linearize_checks_keep_transforms_working(net):
 def test_taylor_expand_degree(net):
     params, x, _ = net
     moved = jax.tree_util.tree_map(lambda a: a + 0.01, params)
-    f2 = jaxdyn.taylor_expand(dict_apply, params, np.int64(2))   # NumPy ints are ints
-    np.testing.assert_allclose(f2(moved, x), jaxdyn.taylor_expand(dict_apply, params, 2)(moved, x),
-                               rtol=0, atol=0)
+    f2 = jaxdyn.taylor_expand(dict_apply, params, np.int64(2))  # NumPy ints are ints
+    np.testing.assert_allclose(
+        f2(moved, x), jaxdyn.taylor_expand(dict_apply, params, 2)(moved, x), rtol=0, atol=0
+    )
     with raises(TypeError, "`taylor_expand(degree)` must be a non-negative int; got 2.0."):
         jaxdyn.taylor_expand(dict_apply, params, 2.0)
     with raises(ValueError, "`taylor_expand(degree)` must be a non-negative int; got -1."):
@@ -355,19 +424,31 @@ def _traj(net, **kwargs):
     params, x, y = net
     args = dict(optimizer=optax.sgd(0.1), steps=2)
     args.update(kwargs)
-    return train.trajectory(dict_apply, args.pop("params0", params), args.pop("x_train", x),
-                            args.pop("y_train", y), **args)
+    return train.trajectory(
+        dict_apply,
+        args.pop("params0", params),
+        args.pop("x_train", x),
+        args.pop("y_train", y),
+        **args,
+    )
 
 
 def test_trajectory_model_misfits(net):
     params, x, y = net
-    with raises(ValueError, "`x_train` must be an input that `apply_fn(params0, x_train)` accepts",
-                "got shape (6, 3, 1)", "dot_general"):
+    with raises(
+        ValueError,
+        "`x_train` must be an input that `apply_fn(params0, x_train)` accepts",
+        "got shape (6, 3, 1)",
+        "dot_general",
+    ):
         _traj(net, x_train=x[:, :, None])
     with raises(ValueError, "`params0` must hold every parameter", "KeyError: 'b1'"):
         _traj(net, params0=_without(params, "b1"))
-    with raises(ValueError, "`trajectory(y_train)` must be an array with 2 columns (the model's "
-                "outputs); got shape (6, 3)."):
+    with raises(
+        ValueError,
+        "`trajectory(y_train)` must be an array with 2 columns (the model's "
+        "outputs); got shape (6, 3).",
+    ):
         _traj(net, y_train=jnp.ones((6, 3)))
 
 
@@ -387,8 +468,11 @@ def test_trajectory_empty_nan_and_complex(net):
 
 def _critical_rate(net):
     params, x, y = net
-    return float(jaxdyn.dynamics.mse(jaxdyn.empirical_ntk(dict_apply, params, x, trace_axes=()),
-                                     y).critical_learning_rate)
+    return float(
+        jaxdyn.dynamics.mse(
+            jaxdyn.empirical_ntk(dict_apply, params, x, trace_axes=()), y
+        ).critical_learning_rate
+    )
 
 
 def test_trajectory_warns_when_the_loss_grows_by_orders_of_magnitude(net):
@@ -407,12 +491,24 @@ def test_trajectory_warns_when_the_loss_grows_by_orders_of_magnitude(net):
 def test_trajectory_warns_above_a_known_critical_rate(net):
     crit = _critical_rate(net)
     with pytest.warns(RuntimeWarning, match=r"`learning_rate` .* is 3x the critical rate"):
-        _traj(net, optimizer=optax.sgd(3 * crit), steps=1, linearize=True,
-              learning_rate=3 * crit, critical_learning_rate=crit)
-    with warnings.catch_warnings():    # below the critical rate: silent
+        _traj(
+            net,
+            optimizer=optax.sgd(3 * crit),
+            steps=1,
+            linearize=True,
+            learning_rate=3 * crit,
+            critical_learning_rate=crit,
+        )
+    with warnings.catch_warnings():  # below the critical rate: silent
         warnings.simplefilter("error")
-        traj = _traj(net, optimizer=optax.sgd(0.5 * crit), steps=40, linearize=True,
-                     learning_rate=0.5 * crit, critical_learning_rate=crit)
+        traj = _traj(
+            net,
+            optimizer=optax.sgd(0.5 * crit),
+            steps=40,
+            linearize=True,
+            learning_rate=0.5 * crit,
+            critical_learning_rate=crit,
+        )
     assert traj.loss[-1] < traj.loss[0]
     with raises(ValueError, "`learning_rate and critical_learning_rate` must be given together"):
         _traj(net, learning_rate=0.1)
@@ -423,14 +519,16 @@ def test_trajectory_warns_above_a_known_critical_rate(net):
 def test_ntk_names_the_nan_parameter(net):
     params, x, _ = net
     bad = {**params, "W2": params["W2"].at[4, 1].set(jnp.nan)}
-    with raises(ValueError, "`params['W2']` must be finite; got 1 NaN/Inf value(s), first at "
-                "index (4, 1)."):
+    with raises(
+        ValueError, "`params['W2']` must be finite; got 1 NaN/Inf value(s), first at index (4, 1)."
+    ):
         jaxdyn.empirical_ntk(dict_apply, bad, x)
 
 
 def test_models_is_an_alias_of_adapters():
     # The adapters moved to jaxdyn/adapters.py (issue 10); the old import path keeps working.
     from jaxdyn import adapters, models
+
     for name in models.__all__:
         assert getattr(models, name) is getattr(adapters, name)
     assert set(models.__all__) == set(adapters.__all__)
@@ -449,11 +547,16 @@ def test_trajectory_checks_keep_jit_working(net):
 
 
 def test_trajectory_bad_loss_and_key(net):
-    with raises(TypeError, "`loss` must be a callable loss(f, y) returning a scalar; got a loss "
-                "returning (6, 2)."):
+    with raises(
+        TypeError,
+        "`loss` must be a callable loss(f, y) returning a scalar; got a loss returning (6, 2).",
+    ):
         _traj(net, loss=lambda f, y: (f - y) ** 2)
-    with raises(TypeError, "`loss` must be a callable loss(f, y) -> scalar", "got <lambda>, "
-                "which raised TypeError"):
+    with raises(
+        TypeError,
+        "`loss` must be a callable loss(f, y) -> scalar",
+        "got <lambda>, which raised TypeError",
+    ):
         _traj(net, loss=lambda f: f)
     with raises(TypeError, "`key` must be a single jax.random key", "got 0."):
         _traj(net, batch_size=2, key=0)
@@ -472,8 +575,19 @@ def test_trajectory_numpy_inputs_with_minibatches_under_vmap(net):
     keys = jax.random.split(jax.random.key(0), 2)
 
     def run(xs, ys):
-        return jax.vmap(lambda k: train.trajectory(dict_apply, params, xs, ys,
-                                                   optimizer=optax.sgd(0.1), steps=3,
-                                                   batch_size=2, key=k).loss)(keys)
+        return jax.vmap(
+            lambda k: (
+                train.trajectory(
+                    dict_apply,
+                    params,
+                    xs,
+                    ys,
+                    optimizer=optax.sgd(0.1),
+                    steps=3,
+                    batch_size=2,
+                    key=k,
+                ).loss
+            )
+        )(keys)
 
     np.testing.assert_array_equal(run(x_np, y_np), run(jnp.asarray(x), jnp.asarray(y)))

@@ -3,6 +3,7 @@
 The kernels here are plain products of float64 numpy arrays, so the references are exact
 brute force; block sizes are uneven (padding) and both larger and smaller than n.
 """
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from jaxdyn import batching
 
 RNG = np.random.default_rng(0)
 X1, X2 = RNG.standard_normal((7, 3)), RNG.standard_normal((5, 3))
-W = RNG.standard_normal((3, 2))        # outputs (n, 2), for kernels with an output pair
+W = RNG.standard_normal((3, 2))  # outputs (n, 2), for kernels with an output pair
 
 
 def pair_kernel(u, v):
@@ -33,8 +34,8 @@ def assert_equal_trees(got, want):
 
 @pytest.mark.parametrize("b", [1, 3, 7, 10])
 def test_map_rows_equals_direct(b):
-    got = batching.map_rows(lambda u: {"sq": u ** 2, "sum": u.sum(axis=1)}, X1, b)
-    assert_equal_trees(got, {"sq": X1 ** 2, "sum": X1.sum(axis=1)})
+    got = batching.map_rows(lambda u: {"sq": u**2, "sum": u.sum(axis=1)}, X1, b)
+    assert_equal_trees(got, {"sq": X1**2, "sum": X1.sum(axis=1)})
 
 
 @pytest.mark.parametrize("b1, b2", [(3, 2), (7, 5), (2, 10), (100, 100)])
@@ -55,21 +56,23 @@ def test_map_upper_computes_blocks_on_and_above_the_diagonal_only(b):
     got = np.asarray(batching.map_upper(lambda u, v: u @ m @ v.T, X1, b))
     block = np.arange(7) // b
     upper = block[:, None] <= block[None, :]
-    np.testing.assert_allclose(got, np.where(upper, X1 @ m @ X1.T, X1 @ m.T @ X1.T), rtol=1e-13,
-                               atol=1e-13)
+    np.testing.assert_allclose(
+        got, np.where(upper, X1 @ m @ X1.T, X1 @ m.T @ X1.T), rtol=1e-13, atol=1e-13
+    )
 
 
 def test_transpose_pairs_swaps_examples_and_each_output_pair():
     a = RNG.standard_normal((4, 3, 2, 5, 6, 7))
     np.testing.assert_array_equal(batching.transpose_pairs(a), np.transpose(a, (1, 0, 3, 2, 5, 4)))
-    np.testing.assert_array_equal(batching.transpose_pairs(a[None], lead=1)[0],
-                                  np.transpose(a, (1, 0, 3, 2, 5, 4)))
+    np.testing.assert_array_equal(
+        batching.transpose_pairs(a[None], lead=1)[0], np.transpose(a, (1, 0, 3, 2, 5, 4))
+    )
 
 
 def test_pad_blocks_unblock():
     padded = batching.pad_rows(X1, 3)
     assert padded.shape == (9, 3)
-    np.testing.assert_array_equal(padded[7:], np.stack([X1[-1], X1[-1]]))   # the last row repeated
+    np.testing.assert_array_equal(padded[7:], np.stack([X1[-1], X1[-1]]))  # the last row repeated
     blocked = batching.blocks({"x": X1}, 3)["x"]
     assert blocked.shape == (3, 3, 3)
     np.testing.assert_array_equal(batching.unblock(blocked, 7), X1)
@@ -83,7 +86,8 @@ def test_host_rows_assembles_numpy_arrays(rows):
     def fn(u):
         shapes.append(u.shape)
         return pair_kernel(u, X2)
+
     got = batching.host_rows(fn, X1, rows)
     assert all(isinstance(a, np.ndarray) for a in got.values())
-    assert set(shapes) == {(rows, 3)}     # every block padded to the same shape
+    assert set(shapes) == {(rows, 3)}  # every block padded to the same shape
     assert_equal_trees(got, reference(X1, X2))

@@ -1,6 +1,7 @@
 """The `jaxdyn` command and the linear-vs-real experiment at tiny size, including resuming
 after the process is killed midway. The protocol itself (flags from a settings dataclass,
 presets) is tested on a toy experiment in test_runner.py."""
+
 import json
 import os
 import re
@@ -57,11 +58,13 @@ def test_flags_give_the_settings_and_presets():
     def parse(*argv):
         args = cli._parser().parse_args(["run", "linear-vs-real", *argv])
         return _runner.settings_from_args(linear_vs_real, args)
+
     assert parse() == linear_vs_real.Settings()
     small = linear_vs_real.PRESETS["small"]
     assert parse("--size", "small") == linear_vs_real.Settings(**small)
-    assert parse("--size", "small", "--widths", "8", "16", "--dtype", "float32") == \
-        linear_vs_real.Settings(**{**small, "widths": (8, 16), "dtype": "float32"})
+    assert parse(
+        "--size", "small", "--widths", "8", "16", "--dtype", "float32"
+    ) == linear_vs_real.Settings(**{**small, "widths": (8, 16), "dtype": "float32"})
 
 
 def test_run_writes_results_and_figures(tiny_run, capsys):
@@ -72,7 +75,7 @@ def test_run_writes_results_and_figures(tiny_run, capsys):
         assert isinstance(res[key], float)
     assert [r["width"] for r in res["per_width"]] == [16, 32]
     assert res["environment"]["jax"] and res["settings"]["widths"] == [16, 32]
-    assert res["environment"]["x64_enabled"] is True      # float64 inside the run
+    assert res["environment"]["x64_enabled"] is True  # float64 inside the run
     for name in res["figures"]:
         assert (out / name).stat().st_size > 5000
     point = json.loads((out / "points" / "width16_seed0.json").read_text())
@@ -89,19 +92,22 @@ def test_run_writes_results_and_figures(tiny_run, capsys):
     np.testing.assert_allclose(point["loss_closed_form"], point["loss_lin"], rtol=1e-9, atol=1e-14)
 
 
-@pytest.mark.parametrize("argv, flag, got", [
-    (["--learning-rate", "nan"], "--learning-rate", "nan"),
-    (["--momentum", "1.0", "--optimizer", "momentum"], "--momentum", "1.0"),
-    (["--widths", "8"], "--widths", "[8]"),
-    (["--steps", "25"], "--steps", "25"),
-])
+@pytest.mark.parametrize(
+    "argv, flag, got",
+    [
+        (["--learning-rate", "nan"], "--learning-rate", "nan"),
+        (["--momentum", "1.0", "--optimizer", "momentum"], "--momentum", "1.0"),
+        (["--widths", "8"], "--widths", "[8]"),
+        (["--steps", "25"], "--steps", "25"),
+    ],
+)
 def test_bad_settings_are_refused_before_the_folder_is_claimed(tmp_path, capsys, argv, flag, got):
     out = tmp_path / "run"
     assert cli.main(["run", "linear-vs-real", "--out", str(out), "--quiet", *TINY, *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert f"`{flag}` must be" in err and f"got {got}" in err and "\n" not in err
-    assert "metrics" not in err            # no internal argument names
-    assert not out.exists()                # so the corrected command is not refused
+    assert "metrics" not in err  # no internal argument names
+    assert not out.exists()  # so the corrected command is not refused
 
 
 def test_changed_settings_are_refused_naming_the_setting(tiny_run, capsys):
@@ -117,8 +123,12 @@ def test_changed_settings_are_refused_naming_the_setting(tiny_run, capsys):
 def test_out_that_is_a_file_is_one_line_error(tmp_path, capsys):
     path = tmp_path / "a_file"
     path.write_text("x")
-    assert cli.main(["run", "linear-vs-real", "--out", str(path), "--quiet", "--widths", "8", "16",
-                     *TINY]) == 2
+    assert (
+        cli.main(
+            ["run", "linear-vs-real", "--out", str(path), "--quiet", "--widths", "8", "16", *TINY]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert "file" in err and str(path) in err and "\n" not in err and "Traceback" not in err
 
@@ -130,8 +140,22 @@ def test_out_in_a_read_only_folder_is_one_line_error(tmp_path, capsys):
     try:
         if os.access(folder, os.W_OK):
             pytest.skip("running as root: a read-only folder is still writable")
-        assert cli.main(["run", "linear-vs-real", "--out", str(folder / "run"), "--quiet",
-                         "--widths", "8", "16", *TINY]) == 2
+        assert (
+            cli.main(
+                [
+                    "run",
+                    "linear-vs-real",
+                    "--out",
+                    str(folder / "run"),
+                    "--quiet",
+                    "--widths",
+                    "8",
+                    "16",
+                    *TINY,
+                ]
+            )
+            == 2
+        )
         err = capsys.readouterr().err.strip()
         assert str(folder) in err and "\n" not in err and "Traceback" not in err
     finally:
@@ -141,8 +165,24 @@ def test_out_in_a_read_only_folder_is_one_line_error(tmp_path, capsys):
 def test_killed_run_resumes_without_losing_points(tmp_path):
     out = tmp_path / "run"
     widths = ["8", "16", "24"]
-    cmd = [sys.executable, "-m", "jaxdyn", "run", "linear-vs-real", "--out", str(out), "--widths",
-           *widths, *TINY[:4], "--steps", "10", "--record-every", "10", "--seeds", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jaxdyn",
+        "run",
+        "linear-vs-real",
+        "--out",
+        str(out),
+        "--widths",
+        *widths,
+        *TINY[:4],
+        "--steps",
+        "10",
+        "--record-every",
+        "10",
+        "--seeds",
+        "1",
+    ]
     proc = subprocess.Popen([*cmd, "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     points = out / "points"
     deadline = time.time() + 240
@@ -156,15 +196,15 @@ def test_killed_run_resumes_without_losing_points(tmp_path):
     done = {p.name: (p.read_text(), p.stat().st_ino) for p in points.glob("width*.json")}
     assert 1 <= len(done) < len(widths)
     for text, _ in done.values():
-        json.loads(text)                  # every file present is complete
+        json.loads(text)  # every file present is complete
     assert not (out / "results.json").exists()
     # rerun with the progress bar: it names the points it loaded instead of computing them
     rerun = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
     res = json.loads((out / "results.json").read_text())
     assert len(res["per_width"]) == len(widths)
     cached = set(re.findall(r"width (\d+) seed 0 \(cached\)", rerun.stderr))
-    assert cached == {name[len("width"):-len("_seed0.json")] for name in done}
-    for name, (text, inode) in done.items():   # kept as they were, not rewritten
+    assert cached == {name[len("width") : -len("_seed0.json")] for name in done}
+    for name, (text, inode) in done.items():  # kept as they were, not rewritten
         assert (points / name).read_text() == text and (points / name).stat().st_ino == inode
     assert os.path.exists(out / "scaling.png")
 

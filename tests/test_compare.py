@@ -1,5 +1,6 @@
 """compare: metrics by hand, agreement on real trajectories, power-law fits and resumable
 width sweeps (including a sweep killed with SIGKILL midway)."""
+
 import json
 import os
 import signal
@@ -14,11 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from reference_models import init_mlp, mlp_apply
 
 import jaxdyn
 from jaxdyn import compare, dynamics, train
-from reference_models import init_mlp, mlp_apply
-
 
 # Elementwise metrics.
 # ------------------------------------------------------------------------------------------
@@ -28,8 +28,9 @@ def test_rmse_by_hand():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(4, 5, 3)), rng.normal(size=(4, 5, 3))
     np.testing.assert_allclose(compare.rmse(a, b), np.sqrt(np.mean((a - b) ** 2)), rtol=1e-14)
-    np.testing.assert_allclose(compare.rmse(a, b, axis=0), np.sqrt(np.mean((a - b) ** 2, 0)),
-                               rtol=1e-14)
+    np.testing.assert_allclose(
+        compare.rmse(a, b, axis=0), np.sqrt(np.mean((a - b) ** 2, 0)), rtol=1e-14
+    )
     over_time = compare.rmse_over_time(a, b)
     assert over_time.shape == (4,)
     for t in range(4):
@@ -48,11 +49,11 @@ def test_rmse_errors():
 
 def test_accuracy_multiclass_by_hand():
     rng = np.random.default_rng(1)
-    f = rng.normal(size=(3, 7, 4))                      # (T, n, k)
+    f = rng.normal(size=(3, 7, 4))  # (T, n, k)
     labels = rng.integers(0, 4, size=7)
     expected = np.array([np.mean(np.argmax(f[t], -1) == labels) for t in range(3)])
     np.testing.assert_allclose(compare.accuracy(f, labels), expected)
-    np.testing.assert_allclose(compare.accuracy(f, np.eye(4)[labels]), expected)   # one-hot
+    np.testing.assert_allclose(compare.accuracy(f, np.eye(4)[labels]), expected)  # one-hot
     np.testing.assert_allclose(compare.accuracy(jnp.asarray(f[1]), labels), expected[1])
     assert compare.accuracy(f[1], labels).shape == ()
     perfect = np.eye(4)[labels] * 5.0
@@ -60,8 +61,9 @@ def test_accuracy_multiclass_by_hand():
 
 
 def test_accuracy_binary_sign():
-    f = np.array([[[0.3], [-2.0], [0.0], [1.0]],
-                  [[-0.3], [-2.0], [0.5], [1.0]]])      # (T=2, n=4, k=1); 0 counts as negative
+    f = np.array(
+        [[[0.3], [-2.0], [0.0], [1.0]], [[-0.3], [-2.0], [0.5], [1.0]]]
+    )  # (T=2, n=4, k=1); 0 counts as negative
     y = np.array([1.0, -1.0, -1.0, -1.0])
     np.testing.assert_allclose(compare.accuracy(f, y), [3 / 4, 1 / 4])
     np.testing.assert_allclose(compare.accuracy(f, y[:, None]), [3 / 4, 1 / 4])
@@ -142,11 +144,12 @@ def test_agreement_real_trajectories(runs):
         "accuracy_closed_form_test": (np.argmax(np.asarray(cf_te), -1) == np.asarray(yt)).mean(-1),
     }
     for field, value in hand.items():
-        np.testing.assert_allclose(getattr(agr, field), value, rtol=1e-12, atol=1e-300,
-                                   err_msg=field)
+        np.testing.assert_allclose(
+            getattr(agr, field), value, rtol=1e-12, atol=1e-300, err_msg=field
+        )
     moved = np.linalg.norm((f_lin - f_lin[:1]).reshape(11, -1), axis=1)
     gap = np.linalg.norm((f_net - f_lin).reshape(11, -1), axis=1)
-    assert agr.relative_error_net_lin_test[0] == 0.0          # 0/0 at step 0, guarded
+    assert agr.relative_error_net_lin_test[0] == 0.0  # 0/0 at step 0, guarded
     np.testing.assert_allclose(agr.relative_error_net_lin_test[1:], gap[1:] / moved[1:], rtol=1e-12)
     assert np.all(agr.relative_error_net_lin_test[1:] > 0)
 
@@ -168,11 +171,13 @@ def test_relative_error_zero_movement_is_inf():
     f_lin = np.zeros((2, 3, 1))
     f_net = f_lin.copy()
     f_net[1] = 1.0
-    traj = train.Trajectory(np.arange(2), f_net, f_net, np.zeros(2), None, np.zeros(2), None,
-                            None, None)
+    traj = train.Trajectory(
+        np.arange(2), f_net, f_net, np.zeros(2), None, np.zeros(2), None, None, None
+    )
     lin = traj._replace(f_train=f_lin, f_test=f_lin)
-    np.testing.assert_array_equal(compare.agreement(traj, lin).relative_error_net_lin_test,
-                                  [0.0, np.inf])
+    np.testing.assert_array_equal(
+        compare.agreement(traj, lin).relative_error_net_lin_test, [0.0, np.inf]
+    )
 
 
 def test_agreement_validation(runs):
@@ -203,10 +208,10 @@ def test_agreement_validation(runs):
 
 def test_fit_loglog_exact_power_law():
     x = np.array([16.0, 64.0, 256.0, 1024.0, 4096.0])
-    fit = compare.fit_loglog_slope(x, 3.0 * x ** -0.5)
+    fit = compare.fit_loglog_slope(x, 3.0 * x**-0.5)
     assert isinstance(fit, compare.Slope)
     np.testing.assert_allclose(fit.slope, -0.5, rtol=1e-12)
-    np.testing.assert_allclose(fit.intercept, np.log(3.0), rtol=1e-12)   # natural log
+    np.testing.assert_allclose(fit.intercept, np.log(3.0), rtol=1e-12)  # natural log
     np.testing.assert_allclose(fit.r2, 1.0, rtol=1e-12)
     assert fit.stderr < 1e-12
     two = compare.fit_loglog_slope([2, 8], [1.0, 4.0])
@@ -217,14 +222,18 @@ def test_fit_loglog_exact_power_law():
 
 def test_fit_loglog_noisy_matches_scipy():
     from scipy import stats
+
     rng = np.random.default_rng(0)
     x = np.geomspace(8, 2048, 9)
-    y = 2.0 * x ** 1.5 * np.exp(0.1 * rng.normal(size=9))
+    y = 2.0 * x**1.5 * np.exp(0.1 * rng.normal(size=9))
     fit = compare.fit_loglog_slope(x, y)
     ref = stats.linregress(np.log(x), np.log(y))
     assert 0.9 < fit.r2 < 1.0
-    np.testing.assert_allclose([fit.slope, fit.intercept, fit.r2, fit.stderr],
-                               [ref.slope, ref.intercept, ref.rvalue ** 2, ref.stderr], rtol=1e-10)
+    np.testing.assert_allclose(
+        [fit.slope, fit.intercept, fit.r2, fit.stderr],
+        [ref.slope, ref.intercept, ref.rvalue**2, ref.stderr],
+        rtol=1e-10,
+    )
 
 
 def test_fit_loglog_errors():
@@ -249,8 +258,12 @@ WIDTHS, SEEDS = [64, 16, 32], [1, 0]
 
 
 def _err(width, seed):
-    return {"err": 2.0 * width ** -1.0 * (1 + 0.01 * seed), "curve": [width, seed],
-            "n_params": np.int64(3 * width), "label": f"w{width}"}
+    return {
+        "err": 2.0 * width**-1.0 * (1 + 0.01 * seed),
+        "curve": [width, seed],
+        "n_params": np.int64(3 * width),
+        "label": f"w{width}",
+    }
 
 
 def _forbidden(width, seed):
@@ -265,12 +278,24 @@ def test_width_sweep_results_and_files(tmp_path):
         return _err(width, seed)
 
     bar = []
-    res = compare.width_sweep(run_point, WIDTHS, SEEDS, out_dir=tmp_path / "new" / "dir",
-                              progress=lambda *a: bar.append(a), metrics=["err", "n_params"])
+    res = compare.width_sweep(
+        run_point,
+        WIDTHS,
+        SEEDS,
+        out_dir=tmp_path / "new" / "dir",
+        progress=lambda *a: bar.append(a),
+        metrics=["err", "n_params"],
+    )
     assert calls == [(w, s) for w in (16, 32, 64) for s in (0, 1)]
     assert res.widths == (16, 32, 64) and res.seeds == (0, 1)
-    assert res.points[1] == {"width": 16, "seed": 1, "err": 2.0 / 16 * 1.01, "curve": [16, 1],
-                             "n_params": 48, "label": "w16"}
+    assert res.points[1] == {
+        "width": 16,
+        "seed": 1,
+        "err": 2.0 / 16 * 1.01,
+        "curve": [16, 1],
+        "n_params": 48,
+        "label": "w16",
+    }
     assert sorted(res.mean) == ["err", "n_params"] and sorted(res.std) == ["err", "n_params"]
     w = np.array([16.0, 32.0, 64.0])
     np.testing.assert_allclose(res.mean["err"], 2.0 / w * 1.005, rtol=1e-14)
@@ -281,15 +306,22 @@ def test_width_sweep_results_and_files(tmp_path):
     assert bar == [(i + 1, 6, f"width {w} seed {s}") for i, (w, s) in enumerate(calls)]
 
     points_dir = tmp_path / "new" / "dir" / "points"
-    assert sorted(os.listdir(points_dir)) == sorted(          # no leftover temp files
-        f"width{w}_seed{s}.json" for w in (16, 32, 64) for s in (0, 1))
+    assert sorted(os.listdir(points_dir)) == sorted(  # no leftover temp files
+        f"width{w}_seed{s}.json" for w in (16, 32, 64) for s in (0, 1)
+    )
     stored = json.loads((points_dir / "width32_seed1.json").read_text())
     assert stored == res.points[3]
 
     # Resume: every point is loaded, nothing recomputed, identical results.
     bar.clear()
-    again = compare.width_sweep(_forbidden, WIDTHS, SEEDS, out_dir=tmp_path / "new" / "dir",
-                                progress=lambda *a: bar.append(a), metrics="err")
+    again = compare.width_sweep(
+        _forbidden,
+        WIDTHS,
+        SEEDS,
+        out_dir=tmp_path / "new" / "dir",
+        progress=lambda *a: bar.append(a),
+        metrics="err",
+    )
     assert again.points == res.points and again.slopes["err"] == res.slopes["err"]
     for name in res.mean:
         np.testing.assert_array_equal(again.mean[name], res.mean[name])
@@ -304,7 +336,7 @@ def test_width_sweep_results_and_files(tmp_path):
 def test_width_sweep_recomputes_corrupt_points(tmp_path):
     res = compare.width_sweep(_err, [8, 16], [0], out_dir=tmp_path)
     points_dir = tmp_path / "points"
-    (points_dir / "width8_seed0.json").write_text('{"width": 8, "seed": 0, "err": 0.2')   # torn
+    (points_dir / "width8_seed0.json").write_text('{"width": 8, "seed": 0, "err": 0.2')  # torn
     (points_dir / "width16_seed0.json").write_text('{"width": 99, "seed": 0, "err": 1.0}')
     calls = []
 
@@ -320,7 +352,7 @@ def test_width_sweep_recomputes_corrupt_points(tmp_path):
     assert calls == [(8, 0), (16, 0)] and again.points == res.points
     assert json.loads((points_dir / "width8_seed0.json").read_text()) == res.points[0]
     with warnings.catch_warnings():
-        warnings.simplefilter("error")            # repaired: a third run is silent
+        warnings.simplefilter("error")  # repaired: a third run is silent
         compare.width_sweep(_forbidden, [8, 16], [0], out_dir=tmp_path)
 
 
@@ -349,7 +381,7 @@ def test_width_sweep_validation(tmp_path):
         compare.width_sweep(lambda w, s: 1.0, [8], [0])
     with pytest.raises(TypeError, match="result 'obj' must be a JSON-serialisable"):
         compare.width_sweep(lambda w, s: {"obj": object()}, [8], [0], out_dir=tmp_path)
-    assert os.listdir(tmp_path / "points") == []             # an invalid result is not stored
+    assert os.listdir(tmp_path / "points") == []  # an invalid result is not stored
     with pytest.raises(ValueError, match=r"returned width=9; expected 8"):
         compare.width_sweep(lambda w, s: {"width": 9}, [8], [0])
 
@@ -357,6 +389,7 @@ def test_width_sweep_validation(tmp_path):
 def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
     """A write that fails before the rename (disk full, interrupt) leaves neither the point
     file nor its temp file, so the point is simply recomputed next time."""
+
     def no_replace(src, dst):
         raise OSError("simulated failure before the rename")
 
@@ -391,8 +424,12 @@ def test_width_sweep_survives_sigkill(tmp_path):
     script = tmp_path / "child.py"
     script.write_text(textwrap.dedent(_CHILD))
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    proc = subprocess.Popen([sys.executable, str(script), str(out)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(out)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     points_dir = out / "points"
     deadline = time.monotonic() + 60.0
     try:
@@ -406,12 +443,12 @@ def test_width_sweep_survives_sigkill(tmp_path):
                 pytest.fail("the sweep wrote fewer than 2 points in 60 s")
             time.sleep(0.01)
     finally:
-        proc.kill()                                   # SIGKILL: no cleanup code runs
+        proc.kill()  # SIGKILL: no cleanup code runs
         proc.communicate()
     assert proc.returncode == -signal.SIGKILL
 
     finished = {}
-    for path in points_dir.glob("*.json"):            # every file present is whole
+    for path in points_dir.glob("*.json"):  # every file present is whole
         record = json.loads(path.read_text())
         finished[(record["width"], record["seed"])] = record
         assert path.name == f"width{record['width']}_seed{record['seed']}.json"
@@ -419,8 +456,8 @@ def test_width_sweep_survives_sigkill(tmp_path):
 
     calls = []
 
-    def child_point(width, seed):                     # the child's run_point, without the sleep
-        return {"err": 2.0 * width ** -1.0 * (1 + 0.01 * seed), "curve": [width, seed]}
+    def child_point(width, seed):  # the child's run_point, without the sleep
+        return {"err": 2.0 * width**-1.0 * (1 + 0.01 * seed), "curve": [width, seed]}
 
     def run_point(width, seed):
         assert (width, seed) not in finished, "recomputed a finished point"
@@ -428,13 +465,13 @@ def test_width_sweep_survives_sigkill(tmp_path):
         return child_point(width, seed)
 
     with warnings.catch_warnings():
-        warnings.simplefilter("error")                # nothing is corrupt: no warnings
-        resumed = compare.width_sweep(run_point, [8, 16, 32], [0, 1], out_dir=out,
-                                      metrics=["err"])
+        warnings.simplefilter("error")  # nothing is corrupt: no warnings
+        resumed = compare.width_sweep(run_point, [8, 16, 32], [0, 1], out_dir=out, metrics=["err"])
     all_pairs = [(w, s) for w in (8, 16, 32) for s in (0, 1)]
     assert calls == [p for p in all_pairs if p not in finished]
-    fresh = compare.width_sweep(child_point, [8, 16, 32], [0, 1], out_dir=tmp_path / "fresh",
-                                metrics=["err"])
+    fresh = compare.width_sweep(
+        child_point, [8, 16, 32], [0, 1], out_dir=tmp_path / "fresh", metrics=["err"]
+    )
     assert resumed.points == fresh.points
     np.testing.assert_array_equal(resumed.mean["err"], fresh.mean["err"])
     np.testing.assert_array_equal(resumed.std["err"], fresh.std["err"])

@@ -1,4 +1,5 @@
 """Tests of jaxdyn.data: file readers on small files written here, loaders, synthetic tasks."""
+
 import gzip
 
 import numpy as np
@@ -8,8 +9,14 @@ from jaxdyn import data
 
 # --------------------------------------------------------------------------- file writers
 
-_CODES = {np.dtype("uint8"): 0x08, np.dtype("int8"): 0x09, np.dtype("int16"): 0x0B,
-          np.dtype("int32"): 0x0C, np.dtype("float32"): 0x0D, np.dtype("float64"): 0x0E}
+_CODES = {
+    np.dtype("uint8"): 0x08,
+    np.dtype("int8"): 0x09,
+    np.dtype("int16"): 0x0B,
+    np.dtype("int32"): 0x0C,
+    np.dtype("float32"): 0x0D,
+    np.dtype("float64"): 0x0E,
+}
 
 
 def idx_bytes(a, code=None, ndim=None):
@@ -67,6 +74,7 @@ def write_cifar_dir(d, per_batch=2, seed=0):
 
 
 # --------------------------------------------------------------------------- read_idx
+
 
 @pytest.mark.parametrize("gz", [False, True])
 def test_read_idx_ubyte_images_and_labels(tmp_path, gz):
@@ -132,6 +140,7 @@ def test_read_idx_ndim_does_not_match_dims(tmp_path):
 
 # --------------------------------------------------------------------------- CIFAR-10
 
+
 def test_read_cifar10_binary_two_batches(tmp_path):
     rng = np.random.default_rng(1)
     for name, labels in (("data_batch_1.bin", [3, 0, 9]), ("test_batch.bin", [7])):
@@ -190,6 +199,7 @@ def test_cifar10_loader(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- (Fashion-)MNIST
 
+
 @pytest.mark.parametrize("gz", [False, True])
 def test_fashion_mnist_from_data_dir(tmp_path, gz):
     files = write_mnist_dir(tmp_path, gz=gz)
@@ -247,6 +257,7 @@ def test_idx_loader_rejects_inconsistent_files(tmp_path):
 
 # --------------------------------------------------------------------------- digits
 
+
 def test_digits_shapes_and_split():
     ds = data.digits()
     assert ds.x_train.shape[0] + ds.x_test.shape[0] == 1797
@@ -301,6 +312,7 @@ def test_digits_binary_classes_and_encodings():
 
 # --------------------------------------------------------------------------- MNIST-1D
 
+
 def test_mnist1d_shapes_balance_determinism_and_signal():
     ds = data.mnist1d()
     assert ds.x_train.shape == (4000, 40) and ds.x_test.shape == (1000, 40)
@@ -331,24 +343,33 @@ def test_mnist1d_templates_are_distinct_and_start_at_zero():
 
 # --------------------------------------------------------------------------- synthetic tasks
 
+
 def test_multi_frequency_1d_matches_formula():
     ds = data.multi_frequency_1d(50, 101, frequencies=(1, 4), amplitudes=(2.0, 0.5), seed=3)
     for x, y in ((ds.x_train, ds.y_train), (ds.x_test, ds.y_test)):
         np.testing.assert_allclose(
-            y[:, 0], 2.0 * np.sin(np.pi * x[:, 0]) + 0.5 * np.sin(4 * np.pi * x[:, 0]),
-            rtol=0, atol=1e-14)
+            y[:, 0],
+            2.0 * np.sin(np.pi * x[:, 0]) + 0.5 * np.sin(4 * np.pi * x[:, 0]),
+            rtol=0,
+            atol=1e-14,
+        )
         assert np.all(np.abs(x) <= 1.0)
     np.testing.assert_array_equal(ds.x_test[:, 0], np.linspace(-1, 1, 101))
     assert ds.labels_train is None
     default = data.multi_frequency_1d()
-    np.testing.assert_allclose(default.y_test[:, 0], sum(
-        np.sin(np.pi * f * default.x_test[:, 0]) for f in (1, 3, 5)), atol=1e-14)
+    np.testing.assert_allclose(
+        default.y_test[:, 0],
+        sum(np.sin(np.pi * f * default.x_test[:, 0]) for f in (1, 3, 5)),
+        atol=1e-14,
+    )
 
 
 def test_xor_targets_are_sign_products():
     ds = data.xor(300, 100, seed=1)
-    for x, y, lab in ((ds.x_train, ds.y_train, ds.labels_train),
-                      (ds.x_test, ds.y_test, ds.labels_test)):
+    for x, y, lab in (
+        (ds.x_train, ds.y_train, ds.labels_train),
+        (ds.x_test, ds.y_test, ds.labels_test),
+    ):
         np.testing.assert_array_equal(y[:, 0], np.sign(x[:, 0]) * np.sign(x[:, 1]))
         np.testing.assert_array_equal(lab, (y[:, 0] > 0).astype(int))
     assert ds.x_train.shape == (300, 2) and ds.y_test.shape == (100, 1)
@@ -366,8 +387,7 @@ def test_parity_is_product_of_support_bits():
 
 
 def test_two_points_geometry():
-    ds = data.two_points(input_dim=5, angle=0.7, norms=(2.0, 0.5), targets=[[1.0, 0.0],
-                                                                            [0.0, 3.0]])
+    ds = data.two_points(input_dim=5, angle=0.7, norms=(2.0, 0.5), targets=[[1.0, 0.0], [0.0, 3.0]])
     x = ds.x_train
     assert x.shape == (2, 5) and ds.y_train.shape == (2, 2)
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), [2.0, 0.5])
@@ -384,8 +404,10 @@ def test_modular_addition_targets_every_row():
     ds = data.modular_addition(p, 0.4, seed=1)
     n_tr = round(0.4 * 49)
     assert ds.x_train.shape == (n_tr, 2 * p) and ds.x_test.shape == (49 - n_tr, 2 * p)
-    for x, y, lab, pairs in ((ds.x_train, ds.y_train, ds.labels_train, ds.info["pairs_train"]),
-                             (ds.x_test, ds.y_test, ds.labels_test, ds.info["pairs_test"])):
+    for x, y, lab, pairs in (
+        (ds.x_train, ds.y_train, ds.labels_train, ds.info["pairs_train"]),
+        (ds.x_test, ds.y_test, ds.labels_test, ds.info["pairs_test"]),
+    ):
         a, b = np.argmax(x[:, :p], axis=1), np.argmax(x[:, p:], axis=1)
         np.testing.assert_array_equal(x.sum(axis=1), 2.0)
         np.testing.assert_array_equal(np.argmax(y, axis=1), (a + b) % p)
@@ -397,6 +419,7 @@ def test_modular_addition_targets_every_row():
 
 
 # --------------------------------------------------------------------------- split and errors
+
 
 def test_split_is_a_seeded_disjoint_permutation():
     x = np.arange(20)[:, None]
@@ -421,31 +444,60 @@ def test_load_dispatch_and_unknown_name():
         data.load(3)
 
 
-@pytest.mark.parametrize("call, exc, pattern", [
-    (lambda: data.digits(classes=(0, 10)), ValueError, r"`classes` entries must be in \[0, 10\)"),
-    (lambda: data.digits(classes=(1, 1)), ValueError, "two distinct"),
-    (lambda: data.digits(classes="01"), TypeError, "`classes` must be a sequence"),
-    (lambda: data.digits(classes=(0, 1), n_train=400), ValueError,
-     r"<= the 360 available examples .* got 400 \+ 72"),
-    (lambda: data.mnist1d(0, 10), ValueError, "`n_train` must be a positive int; got 0"),
-    (lambda: data.mnist1d(10, 10, seed=-1), ValueError, "`seed` must be a non-negative int; got -1"),
-    (lambda: data.mnist1d(10, 10, seed=1.5), TypeError, "`seed` must be a non-negative int; got 1.5"),
-    (lambda: data.mnist1d(10, 10, padding=(5, 2)), ValueError, "`padding` must be a pair"),
-    (lambda: data.digits(dtype=np.int32), TypeError, "`dtype` must be a numpy floating dtype"),
-    (lambda: data.digits(one_hot=False, center=True), ValueError, "`center=True` applies"),
-    (lambda: data.digits(test_fraction=1.0), ValueError, r"`test_fraction` must be in \(0, 1\)"),
-    (lambda: data.digits(standardize="yes"), TypeError, "`standardize` must be True or False; got 'yes'"),
-    (lambda: data.xor(n_train=True), TypeError, "`n_train` must be a positive int; got True"),
-    (lambda: data.parity(4, 5), ValueError, "`k` must be <= n_bits=4; got 5"),
-    (lambda: data.parity(4, support=(0, 4)), ValueError, r"`support` must be distinct"),
-    (lambda: data.multi_frequency_1d(frequencies=(1, 2), amplitudes=(1,)), ValueError,
-     "one finite number per frequency"),
-    (lambda: data.two_points(input_dim=1), ValueError, "`input_dim` must be an int >= 2"),
-    (lambda: data.two_points(targets=[1, 2, 3]), ValueError, r"shape \(2, k\)"),
-    (lambda: data.two_points(norms=(1.0, 0.0)), ValueError, "`norms` must be two positive"),
-    (lambda: data.modular_addition(5, 1.0), ValueError, "at least one of the 25 pairs"),
-    (lambda: data.modular_addition(1), ValueError, "`p` must be an int >= 2"),
-])
+@pytest.mark.parametrize(
+    "call, exc, pattern",
+    [
+        (
+            lambda: data.digits(classes=(0, 10)),
+            ValueError,
+            r"`classes` entries must be in \[0, 10\)",
+        ),
+        (lambda: data.digits(classes=(1, 1)), ValueError, "two distinct"),
+        (lambda: data.digits(classes="01"), TypeError, "`classes` must be a sequence"),
+        (
+            lambda: data.digits(classes=(0, 1), n_train=400),
+            ValueError,
+            r"<= the 360 available examples .* got 400 \+ 72",
+        ),
+        (lambda: data.mnist1d(0, 10), ValueError, "`n_train` must be a positive int; got 0"),
+        (
+            lambda: data.mnist1d(10, 10, seed=-1),
+            ValueError,
+            "`seed` must be a non-negative int; got -1",
+        ),
+        (
+            lambda: data.mnist1d(10, 10, seed=1.5),
+            TypeError,
+            "`seed` must be a non-negative int; got 1.5",
+        ),
+        (lambda: data.mnist1d(10, 10, padding=(5, 2)), ValueError, "`padding` must be a pair"),
+        (lambda: data.digits(dtype=np.int32), TypeError, "`dtype` must be a numpy floating dtype"),
+        (lambda: data.digits(one_hot=False, center=True), ValueError, "`center=True` applies"),
+        (
+            lambda: data.digits(test_fraction=1.0),
+            ValueError,
+            r"`test_fraction` must be in \(0, 1\)",
+        ),
+        (
+            lambda: data.digits(standardize="yes"),
+            TypeError,
+            "`standardize` must be True or False; got 'yes'",
+        ),
+        (lambda: data.xor(n_train=True), TypeError, "`n_train` must be a positive int; got True"),
+        (lambda: data.parity(4, 5), ValueError, "`k` must be <= n_bits=4; got 5"),
+        (lambda: data.parity(4, support=(0, 4)), ValueError, r"`support` must be distinct"),
+        (
+            lambda: data.multi_frequency_1d(frequencies=(1, 2), amplitudes=(1,)),
+            ValueError,
+            "one finite number per frequency",
+        ),
+        (lambda: data.two_points(input_dim=1), ValueError, "`input_dim` must be an int >= 2"),
+        (lambda: data.two_points(targets=[1, 2, 3]), ValueError, r"shape \(2, k\)"),
+        (lambda: data.two_points(norms=(1.0, 0.0)), ValueError, "`norms` must be two positive"),
+        (lambda: data.modular_addition(5, 1.0), ValueError, "at least one of the 25 pairs"),
+        (lambda: data.modular_addition(1), ValueError, "`p` must be an int >= 2"),
+    ],
+)
 def test_bad_arguments(call, exc, pattern):
     with pytest.raises(exc, match=pattern):
         call()
@@ -453,8 +505,11 @@ def test_bad_arguments(call, exc, pattern):
 
 def test_image_loader_subsampling_errors(tmp_path):
     write_mnist_dir(tmp_path)
-    with pytest.raises(ValueError, match=r"`n_train` must be <= the 6 available examples .*"
-                                         r"got 7"):
+    with pytest.raises(
+        ValueError,
+        match=r"`n_train` must be <= the 6 available examples .*"
+        r"got 7",
+    ):
         data.fashion_mnist(tmp_path, classes=(0, 1), n_train=7)
     # A test split holding only label 0 has nothing to offer for classes (3, 4).
     write(tmp_path / "t10k-labels-idx1-ubyte.gz", idx_bytes(np.zeros(12, np.uint8)), True)

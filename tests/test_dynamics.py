@@ -595,7 +595,7 @@ def count_eigh(monkeypatch):
 
 @pytest.mark.parametrize("kind,beta", [("flow", None), ("momentum", 0.5)])
 def test_jit_patterns(nt_refs, kind, beta):
-    # The times (and shapes) of test_flow_matches_neural_tangents, so eager calls reuse compilations.
+    # The times (and shapes) of test_flow_matches_neural_tangents: eager calls reuse compilations.
     ts = nt_refs["pred_ts"] if kind == "flow" else np.array([0, 1, 4, 30, 200])
     k11, k21 = nt_refs["inf_relu1_ntk_ntk_11"], nt_refs["inf_relu1_ntk_ntk_21"]
     y, f0, f0t = nt_refs["pred_y"], nt_refs["pred_f0_train"], nt_refs["pred_f0_test"]

@@ -1,4 +1,4 @@
-"""Closed-form dynamics at scale: float64 factorisation of float32 kernels, thousands of time points,
+"""Closed-form dynamics at scale: float64 factorisation of float32 kernels, thousands of times,
 and the Cholesky path for t=None.
 
 References are independent of the module: scipy's ``expm`` (gradient flow), numpy matrix powers and
@@ -271,8 +271,9 @@ def test_float64_solve_discrete_kinds(kind, beta, x64):
     assert errs["float64"] <= MIXED, errs
     assert errs[None] > 1e4 * errs["float64"], errs
     # A float64 kernel is left as it is: solve_dtype="float64" changes nothing.
-    same = dynamics.mse(p["K"], p["y"], learning_rate=lr, kind=kind, momentum=beta,
-                        solve_dtype="float64")
+    same = dynamics.mse(
+        p["K"], p["y"], learning_rate=lr, kind=kind, momentum=beta, solve_dtype="float64"
+    )
     assert same._kernel.dtype == np.float64 and not same._host
     np.testing.assert_array_equal(
         same(times, p["f0"]),
@@ -289,8 +290,12 @@ def scale_problem(n, k, m, seed=0):
     rng = np.random.default_rng(seed)
     jac = rng.normal(size=(n, 3 * n)) / np.sqrt(3 * n)
     jt = rng.normal(size=(m, 3 * n)) / np.sqrt(3 * n)
-    return jac @ jac.T, jt @ jac.T, rng.normal(size=(n, k)), 0.3 * rng.normal(size=(n, k)), (
-        0.3 * rng.normal(size=(m, k))
+    return (
+        jac @ jac.T,
+        jt @ jac.T,
+        rng.normal(size=(n, k)),
+        0.3 * rng.normal(size=(n, k)),
+        (0.3 * rng.normal(size=(m, k))),
     )
 
 
@@ -385,8 +390,9 @@ def test_t_none_uses_one_cholesky_and_no_eigh(monkeypatch):
         k32, y32 = kernel.astype(np.float32), y.astype(np.float32)
         host = dynamics.mse(k32, y32, learning_rate=0.3, solve_dtype="float64")
         for _ in range(2):
-            test32 = host(None, f0.astype(np.float32), f0t.astype(np.float32),
-                          k_test.astype(np.float32))[1]
+            test32 = host(
+                None, f0.astype(np.float32), f0t.astype(np.float32), k_test.astype(np.float32)
+            )[1]
     assert calls == {"chol": 1, "eigh": 0, "chol_host": 1, "eigh_host": 0}
     ref32 = f0t.astype(np.float32) - k_test.astype(np.float32).astype(np.float64) @ np.linalg.solve(
         k32.astype(np.float64), f0.astype(np.float32) - y32.astype(np.float64)

@@ -1,4 +1,5 @@
 """jaxdyn.infinite: the quadrature rule, closed-form layer kernels, and the layer maps."""
+
 import math
 
 import jax
@@ -23,6 +24,7 @@ def covariances(n=6, seed=0):
 
 # --------------------------------------------------------------------------- quadrature
 
+
 @pytest.mark.parametrize("deg", [1, 4, 16, 24])
 def test_radial_rule_is_gaussian(deg):
     """`radial_rule(deg)` integrates r^k against r exp(-r^2/2) on [0, inf) exactly for every
@@ -33,7 +35,7 @@ def test_radial_rule_is_gaussian(deg):
     assert np.all(nodes > 0) and np.all(weights > 0)
     for k in range(2 * deg):
         exact = 2 ** (k / 2) * math.gamma(k / 2 + 1)
-        assert abs(np.sum(weights * nodes ** k) - exact) < 1e-13 * exact, k
+        assert abs(np.sum(weights * nodes**k) - exact) < 1e-13 * exact, k
 
 
 def test_gaussian_expectation_of_polynomials_and_known_integrals():
@@ -42,16 +44,22 @@ def test_gaussian_expectation_of_polynomials_and_known_integrals():
     a, b, c = (np.asarray(t) for t in (k12, k11, k22))
     np.testing.assert_allclose(E(lambda u, v: jnp.ones_like(u)), 1.0, rtol=1e-14)
     np.testing.assert_allclose(E(lambda u, v: u * v), a, rtol=1e-13, atol=1e-15)
-    np.testing.assert_allclose(E(lambda u, v: u ** 2), b, rtol=1e-13, atol=1e-15)
-    np.testing.assert_allclose(E(lambda u, v: u ** 2 * v ** 2), b * c + 2 * a ** 2, rtol=1e-13, atol=1e-15)
-    np.testing.assert_allclose(E(lambda u, v: u ** 3 * v), 3 * b * a, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(E(lambda u, v: u**2), b, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(
+        E(lambda u, v: u**2 * v**2), b * c + 2 * a**2, rtol=1e-13, atol=1e-15
+    )
+    np.testing.assert_allclose(E(lambda u, v: u**3 * v), 3 * b * a, rtol=1e-13, atol=1e-15)
     # E[cos(u - v)] = exp(-(k11 + k22 - 2 k12) / 2): smooth, not polynomial
-    np.testing.assert_allclose(E(lambda u, v: jnp.cos(u - v)), np.exp(-(b + c - 2 * a) / 2), rtol=1e-12)
+    np.testing.assert_allclose(
+        E(lambda u, v: jnp.cos(u - v)), np.exp(-(b + c - 2 * a) / 2), rtol=1e-12
+    )
     # E[1{u > 0} 1{v > 0}] = 1/4 + asin(rho) / (2 pi): discontinuous at 0, still exact
     rho = np.where(b * c > 0, a / np.sqrt(np.where(b * c > 0, b * c, 1)), 0.0)
     step = E(lambda u, v: (u > 0).astype(u.dtype) * (v > 0).astype(u.dtype))
     ok = (b > 0) & (c > 0)
-    np.testing.assert_allclose(step[ok], 0.25 + np.arcsin(np.clip(rho[ok], -1, 1)) / (2 * np.pi), atol=1e-13)
+    np.testing.assert_allclose(
+        step[ok], 0.25 + np.arcsin(np.clip(rho[ok], -1, 1)) / (2 * np.pi), atol=1e-13
+    )
 
 
 def test_quadrature_converges_to_plain_gauss_hermite_for_tanh():
@@ -72,8 +80,9 @@ def test_quadrature_converges_to_plain_gauss_hermite_for_tanh():
     ref = np.array(ref)
     errs = []
     for deg, adeg in [(8, 6), (16, 12), (32, 24), (64, 48)]:
-        est = infinite.gaussian_expectation(lambda u, v: jnp.tanh(u) * jnp.tanh(v), k12, k11, k22,
-                                            deg=deg, angular_deg=adeg)
+        est = infinite.gaussian_expectation(
+            lambda u, v: jnp.tanh(u) * jnp.tanh(v), k12, k11, k22, deg=deg, angular_deg=adeg
+        )
         errs.append(np.max(np.abs(np.asarray(est) - ref)))
     assert errs[-1] < 1e-12, errs  # the reference itself is good to ~1e-13
     assert errs[0] > errs[1] > errs[2], errs
@@ -81,20 +90,33 @@ def test_quadrature_converges_to_plain_gauss_hermite_for_tanh():
 
 # --------------------------------------------------------------------------- closed forms
 
-@pytest.mark.parametrize("name", ["relu", "leaky", "abrelu", "erf", "erf_abc", "sin", "sin_abc", "identity"])
+
+@pytest.mark.parametrize(
+    "name", ["relu", "leaky", "abrelu", "erf", "erf_abc", "sin", "sin_abc", "identity"]
+)
 def test_closed_forms_equal_quadrature(name):
     """Every closed-form kernel against the quadrature of its own phi (phi' by autodiff),
     on random covariances including rho = +-1: agreement to 1e-11 or better."""
     cases = {
         "relu": (jax.nn.relu, lambda *k: infinite.abrelu_kernel(*k, a=0.0, b=1.0)),
-        "leaky": (lambda x: jnp.where(x > 0, x, 0.1 * x), lambda *k: infinite.abrelu_kernel(*k, a=0.1, b=1.0)),
-        "abrelu": (lambda x: -0.5 * jnp.minimum(x, 0) + 1.2 * jnp.maximum(x, 0),
-                   lambda *k: infinite.abrelu_kernel(*k, a=-0.5, b=1.2)),
+        "leaky": (
+            lambda x: jnp.where(x > 0, x, 0.1 * x),
+            lambda *k: infinite.abrelu_kernel(*k, a=0.1, b=1.0),
+        ),
+        "abrelu": (
+            lambda x: -0.5 * jnp.minimum(x, 0) + 1.2 * jnp.maximum(x, 0),
+            lambda *k: infinite.abrelu_kernel(*k, a=-0.5, b=1.2),
+        ),
         "erf": (jax.scipy.special.erf, infinite.erf_kernel),
-        "erf_abc": (lambda x: 0.7 * jax.scipy.special.erf(1.4 * x) + 0.3,
-                    lambda *k: infinite.erf_kernel(*k, a=0.7, b=1.4, c=0.3)),
+        "erf_abc": (
+            lambda x: 0.7 * jax.scipy.special.erf(1.4 * x) + 0.3,
+            lambda *k: infinite.erf_kernel(*k, a=0.7, b=1.4, c=0.3),
+        ),
         "sin": (jnp.sin, infinite.sin_kernel),
-        "sin_abc": (lambda x: 1.3 * jnp.sin(0.8 * x + 0.4), lambda *k: infinite.sin_kernel(*k, a=1.3, b=0.8, c=0.4)),
+        "sin_abc": (
+            lambda x: 1.3 * jnp.sin(0.8 * x + 0.4),
+            lambda *k: infinite.sin_kernel(*k, a=1.3, b=0.8, c=0.4),
+        ),
         "identity": (lambda x: x, infinite.identity_kernel),
     }
     phi, closed = cases[name]
@@ -106,7 +128,9 @@ def test_closed_forms_equal_quadrature(name):
         np.testing.assert_allclose(c_dot, q_dot, rtol=1e-11, atol=1e-13)
     else:  # phi' is a step: exact where both variances are positive (else 0 * step at 0)
         ok = np.asarray((k11 > 0) & (k22 > 0))
-        np.testing.assert_allclose(np.asarray(c_dot)[ok], np.asarray(q_dot)[ok], rtol=1e-11, atol=1e-13)
+        np.testing.assert_allclose(
+            np.asarray(c_dot)[ok], np.asarray(q_dot)[ok], rtol=1e-11, atol=1e-13
+        )
 
 
 def test_closed_forms_match_monte_carlo():
@@ -116,9 +140,10 @@ def test_closed_forms_match_monte_carlo():
     L = np.linalg.cholesky(np.array([[k11, k12], [k12, k22]]))
     u, v = L @ rng.normal(size=(2, 400_000))
     for phi, dphi, closed in [
-            (lambda x: np.maximum(x, 0), lambda x: (x > 0) * 1.0, infinite.abrelu_kernel),
-            (sp_erf, lambda x: 2 / np.sqrt(np.pi) * np.exp(-x ** 2), infinite.erf_kernel),
-            (np.sin, np.cos, infinite.sin_kernel)]:
+        (lambda x: np.maximum(x, 0), lambda x: (x > 0) * 1.0, infinite.abrelu_kernel),
+        (sp_erf, lambda x: 2 / np.sqrt(np.pi) * np.exp(-(x**2)), infinite.erf_kernel),
+        (np.sin, np.cos, infinite.sin_kernel),
+    ]:
         nngp, dot = closed(jnp.asarray(k12), jnp.asarray(k11), jnp.asarray(k22))
         for est, val in [(phi(u) * phi(v), nngp), (dphi(u) * dphi(v), dot)]:
             assert abs(est.mean() - float(val)) < 5 * est.std() / np.sqrt(est.size)
@@ -131,23 +156,35 @@ def test_network_kernels_quadrature_vs_closed_form():
     x1 = jax.random.normal(jax.random.PRNGKey(0), (5, 4))
     x2 = jax.random.normal(jax.random.PRNGKey(1), (3, 4))
     D = lambda: nets.Dense(32, W_std=1.5, b_std=0.1)
-    for closed, fn in [(nets.Relu(), jax.nn.relu), (nets.Erf(), jax.scipy.special.erf),
-                       (nets.Sin(), jnp.sin)]:
+    for closed, fn in [
+        (nets.Relu(), jax.nn.relu),
+        (nets.Erf(), jax.scipy.special.erf),
+        (nets.Sin(), jnp.sin),
+    ]:
         kc = nets.serial(D(), closed, D(), closed, nets.Dense(1)).kernel_fn
-        kq = nets.serial(D(), nets.Elementwise(fn), D(), nets.Elementwise(fn), nets.Dense(1)).kernel_fn
-        for b in ((x2, None) if closed.kernel_fn.name == "ABRelu(0.0, 1.0)" else (None,)):
+        kq = nets.serial(
+            D(), nets.Elementwise(fn), D(), nets.Elementwise(fn), nets.Dense(1)
+        ).kernel_fn
+        for b in (x2, None) if closed.kernel_fn.name == "ABRelu(0.0, 1.0)" else (None,):
             a_, q_ = kc(x1, b), kq(x1, b)
             for get in ("nngp", "ntk"):
                 ref = np.asarray(getattr(a_, get))
-                assert np.max(np.abs(np.asarray(getattr(q_, get)) - ref)) < 1e-10 * np.abs(ref).max()
+                assert (
+                    np.max(np.abs(np.asarray(getattr(q_, get)) - ref)) < 1e-10 * np.abs(ref).max()
+                )
 
 
 def test_diagonal_is_exact():
     """k(x, x) through ReLU layers follows the exact diagonal recursion k -> k / 2,
     dot -> 1/2 (theta = 0), bit-for-bit up to rounding, jit-compiled or not."""
     x = jax.random.normal(jax.random.PRNGKey(2), (6, 3))
-    kfn = nets.serial(nets.Dense(8, W_std=1.3, b_std=0.1), nets.Relu(),
-                      nets.Dense(8, W_std=1.3, b_std=0.1), nets.Relu(), nets.Dense(1, W_std=1.3, b_std=0.1)).kernel_fn
+    kfn = nets.serial(
+        nets.Dense(8, W_std=1.3, b_std=0.1),
+        nets.Relu(),
+        nets.Dense(8, W_std=1.3, b_std=0.1),
+        nets.Relu(),
+        nets.Dense(1, W_std=1.3, b_std=0.1),
+    ).kernel_fn
     k = np.sum(np.asarray(x) ** 2, 1) / 3
     ntk = 0 * k
     for _ in range(2):
@@ -162,6 +199,7 @@ def test_diagonal_is_exact():
 
 
 # --------------------------------------------------------------------------- layer maps
+
 
 def test_conv_1x1_equals_dense_per_position_and_pool_reads():
     """A 1x1 convolution is a Dense layer at each position; GlobalAvgPool of the full
@@ -192,12 +230,22 @@ def test_conv_kernel_equals_expectation_over_filters(padding, strides):
     filters (each weight set to 1 in turn) instead of sampling."""
     x = jax.random.normal(jax.random.PRNGKey(4), (2, 5, 6, 3))
     fh, fw, C = 3, 2, 3
-    k = jax.jit(lambda x: infinite.conv(infinite.inputs_to_kernel(x), 1, (fh, fw), strides, padding,
-                                        1.0, None, "ntk").nngp)(x)
+    k = jax.jit(
+        lambda x: (
+            infinite.conv(
+                infinite.inputs_to_kernel(x), 1, (fh, fw), strides, padding, 1.0, None, "ntk"
+            ).nngp
+        )
+    )(x)
     # output channel m of this conv uses the m-th basis filter (weight m set to 1)
     basis = jnp.eye(fh * fw * C).reshape(fh, fw, C, fh * fw * C)
-    y = jax.lax.conv_general_dilated(x, basis, strides, padding,
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                     precision=jax.lax.Precision.HIGHEST)
+    y = jax.lax.conv_general_dilated(
+        x,
+        basis,
+        strides,
+        padding,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=jax.lax.Precision.HIGHEST,
+    )
     acc = jnp.einsum("ihwm,jHWm->ijhHwW", y, y, precision=jax.lax.Precision.HIGHEST)
     np.testing.assert_allclose(k, np.asarray(acc) / (fh * fw * C), rtol=1e-12, atol=1e-14)

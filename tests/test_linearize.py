@@ -1,4 +1,5 @@
 """linearize / taylor_expand against neural-tangents, explicit Hessians and Taylor rates."""
+
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
@@ -16,9 +17,13 @@ def test_linearize_matches_neural_tangents(nt_refs):
     params, delta = nt_mlp_params(nt_refs), nt_delta(nt_refs)
     f_lin = jaxdyn.linearize(nt_mlp_apply, params)
     moved = add(params, delta)
-    np.testing.assert_allclose(f_lin(moved, nt_refs["x2"]), nt_refs["lin_f_x2"], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        f_lin(moved, nt_refs["x2"]), nt_refs["lin_f_x2"], rtol=1e-10, atol=1e-12
+    )
     # and the true network at the displaced point agrees with the reference too
-    np.testing.assert_allclose(nt_mlp_apply(moved, nt_refs["x2"]), nt_refs["true_f_x2_moved"], rtol=1e-10)
+    np.testing.assert_allclose(
+        nt_mlp_apply(moved, nt_refs["x2"]), nt_refs["true_f_x2_moved"], rtol=1e-10
+    )
 
 
 def test_linearize_exact_at_params0_and_for_linear_models():
@@ -40,9 +45,12 @@ def test_linearize_equals_explicit_jacobian():
     x = jax.random.normal(jax.random.PRNGKey(1), (4, 3))
     jac = jax.jacrev(lambda p: mlp_apply(p, x))(params)
     ref = mlp_apply(params, x) + sum(
-        jnp.tensordot(j, d, axes=d.ndim) for j, d in
-        zip(jax.tree_util.tree_leaves(jac), jax.tree_util.tree_leaves(delta)))
-    np.testing.assert_allclose(jaxdyn.linearize(mlp_apply, params)(add(params, delta), x), ref, rtol=1e-12)
+        jnp.tensordot(j, d, axes=d.ndim)
+        for j, d in zip(jax.tree_util.tree_leaves(jac), jax.tree_util.tree_leaves(delta))
+    )
+    np.testing.assert_allclose(
+        jaxdyn.linearize(mlp_apply, params)(add(params, delta), x), ref, rtol=1e-12
+    )
 
 
 def test_second_order_equals_explicit_hessian():
@@ -52,8 +60,8 @@ def test_second_order_equals_explicit_hessian():
     flat0, unravel = jax.flatten_util.ravel_pytree(params)
     dflat, _ = jax.flatten_util.ravel_pytree(delta)
     f = lambda v: mlp_apply(unravel(v), x)[:, 0]  # noqa: E731
-    hess = jax.jit(jax.hessian(f))(flat0)          # (n, P, P); jitted: op-by-op is slower
-    jac = jax.jit(jax.jacfwd(f))(flat0)            # (n, P)
+    hess = jax.jit(jax.hessian(f))(flat0)  # (n, P, P); jitted: op-by-op is slower
+    jac = jax.jit(jax.jacfwd(f))(flat0)  # (n, P)
     ref = f(flat0) + jac @ dflat + 0.5 * jnp.einsum("npq,p,q->n", hess, dflat, dflat)
     f2 = jaxdyn.taylor_expand(mlp_apply, params, 2)
     np.testing.assert_allclose(f2(add(params, delta), x)[:, 0], ref, rtol=1e-12)
@@ -66,8 +74,17 @@ def test_taylor_error_shrinks_at_order_degree_plus_one(degree):
     x = jax.random.normal(jax.random.PRNGKey(1), (5, 3))
     ft = jaxdyn.taylor_expand(mlp_apply, params, degree)
     eps = np.array([0.2, 0.1, 0.05, 0.025])
-    err = [float(jnp.max(jnp.abs(ft(add(params, scale(e, direction)), x)
-                                 - mlp_apply(add(params, scale(e, direction)), x)))) for e in eps]
+    err = [
+        float(
+            jnp.max(
+                jnp.abs(
+                    ft(add(params, scale(e, direction)), x)
+                    - mlp_apply(add(params, scale(e, direction)), x)
+                )
+            )
+        )
+        for e in eps
+    ]
     slope = np.polyfit(np.log(eps), np.log(err), 1)[0]
     assert abs(slope - (degree + 1)) < 0.25, (slope, err)
 
@@ -76,9 +93,14 @@ def test_degree_zero_and_one_agree_with_definitions():
     params = init_mlp(jax.random.PRNGKey(0), [3, 5, 2])
     p1 = add(params, scale(0.1, params))
     x = jax.random.normal(jax.random.PRNGKey(1), (4, 3))
-    np.testing.assert_array_equal(jaxdyn.taylor_expand(mlp_apply, params, 0)(p1, x), mlp_apply(params, x))
-    np.testing.assert_allclose(jaxdyn.taylor_expand(mlp_apply, params, 1)(p1, x),
-                               jaxdyn.linearize(mlp_apply, params)(p1, x), rtol=1e-14)
+    np.testing.assert_array_equal(
+        jaxdyn.taylor_expand(mlp_apply, params, 0)(p1, x), mlp_apply(params, x)
+    )
+    np.testing.assert_allclose(
+        jaxdyn.taylor_expand(mlp_apply, params, 1)(p1, x),
+        jaxdyn.linearize(mlp_apply, params)(p1, x),
+        rtol=1e-14,
+    )
 
 
 def test_transforms():

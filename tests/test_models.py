@@ -1,4 +1,5 @@
 """Tests for jaxdyn.adapters: linen / nnx / stax adapters and as_model dispatch."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -48,8 +49,10 @@ def test_linen_matches_module_jit_and_ntk():
     assert apply_fn(params, x).shape == (N, K_OUT)
 
     weights = (
-        params["hidden"]["kernel"], params["hidden"]["bias"],
-        params["out"]["kernel"], params["out"]["bias"],
+        params["hidden"]["kernel"],
+        params["hidden"]["bias"],
+        params["out"]["kernel"],
+        params["out"]["bias"],
     )
     np.testing.assert_allclose(hand_mlp(weights, x), want, rtol=1e-12)
     np.testing.assert_allclose(
@@ -95,8 +98,12 @@ def test_linen_batch_stats_held_fixed():
     np.testing.assert_allclose(jax.jit(apply32)(params, x), want32, rtol=4 * 1.2e-7, atol=1e-15)
     # The non-default running stats are really used: the default ones differ.
     default = module.apply(
-        {"params": params, "batch_stats": module.init(jax.random.key(3), x, train=False)["batch_stats"]},
-        x, train=False,
+        {
+            "params": params,
+            "batch_stats": module.init(jax.random.key(3), x, train=False)["batch_stats"],
+        },
+        x,
+        train=False,
     )
     assert not np.allclose(y, default)
     # Repeated calls and a Jacobian do not move the stats.
@@ -135,8 +142,10 @@ class NnxMLP(nnx.Module):
 
 def _nnx_weights(params):
     return (
-        params["hidden"]["kernel"], params["hidden"]["bias"],
-        params["out"]["kernel"], params["out"]["bias"],
+        params["hidden"]["kernel"],
+        params["hidden"]["bias"],
+        params["out"]["kernel"],
+        params["out"]["bias"],
     )
 
 
@@ -297,8 +306,10 @@ def test_stax_dense_exact_ntk():
 
 def test_stax_triple_and_reference_network(nt_refs):
     init_fn, stax_apply = stax_serial(
-        stax_dense(64), stax_elementwise(jax.nn.relu),
-        stax_dense(64), stax_elementwise(jax.scipy.special.erf),
+        stax_dense(64),
+        stax_elementwise(jax.nn.relu),
+        stax_dense(64),
+        stax_elementwise(jax.scipy.special.erf),
         stax_dense(3),
     )
     kernel_fn = lambda x1, x2, get=None: None
@@ -311,8 +322,12 @@ def test_stax_triple_and_reference_network(nt_refs):
     # Cross NTK (x2, x1) from the adapter against neural-tangents' empirical NTK.
     jacobian = jax.jit(jax.jacrev(apply_fn))
     jac = lambda x: jnp.concatenate(
-        [leaf.reshape(x.shape[0] * 3, -1)
-         for leaf in jax.tree_util.tree_leaves(jacobian(ref_params, x))], axis=1)
+        [
+            leaf.reshape(x.shape[0] * 3, -1)
+            for leaf in jax.tree_util.tree_leaves(jacobian(ref_params, x))
+        ],
+        axis=1,
+    )
     k21 = (jac(x2) @ jac(x1).T).reshape(6, 3, 8, 3).transpose(0, 2, 1, 3)
     np.testing.assert_allclose(k21, nt_refs["emp_ntk_full_21"], rtol=1e-9, atol=1e-12)
 
@@ -321,7 +336,9 @@ def test_stax_apply_kwargs_forwarded():
     init_fn, _ = stax_dense(K_OUT)
     apply_with_shift = lambda params, x, shift=0.0: stax_dense(K_OUT)[1](params, x) + shift
     x = _x(5)
-    apply_fn, params = from_stax((init_fn, apply_with_shift), jax.random.key(0), (-1, D_IN), shift=2.0)
+    apply_fn, params = from_stax(
+        (init_fn, apply_with_shift), jax.random.key(0), (-1, D_IN), shift=2.0
+    )
     np.testing.assert_allclose(apply_fn(params, x), apply_with_shift(params, x) + 2.0, rtol=1e-13)
 
 

@@ -4,6 +4,7 @@ the closed-form constructions of CoGO (Tian 2024) and their semiring operations.
 References are independent: numpy FFT and explicit DFT sums, one-hot numpy forward passes
 on `jaxdyn.data.modular_addition`'s inputs, hand-written Adam, and loss values derived in
 closed form from the factors' monomials (see the module docstring)."""
+
 import math
 
 import jax
@@ -20,8 +21,10 @@ def _loss_acc(params, d):
     pairs = m.all_pairs(d)
     _, apply_fn = m.quadratic_net(d, params["W_a"].shape[0])
     out = apply_fn(params, pairs)
-    return (float(m.projected_mse(out, pairs[:, 0], pairs[:, 1], d)),
-            float(m.accuracy(out, pairs[:, 0], pairs[:, 1], d)))
+    return (
+        float(m.projected_mse(out, pairs[:, 0], pairs[:, 1], d)),
+        float(m.accuracy(out, pairs[:, 0], pairs[:, 1], d)),
+    )
 
 
 def _planted(d, spec, rng):
@@ -39,11 +42,15 @@ def _planted(d, spec, rng):
 
 def _params_from(wa, d, rng):
     width = wa.shape[0]
-    return {"W_a": wa, "W_b": rng.standard_normal((width, d)),
-            "W_c": rng.standard_normal((d, width))}
+    return {
+        "W_a": wa,
+        "W_b": rng.standard_normal((width, d)),
+        "W_c": rng.standard_normal((d, width)),
+    }
 
 
 # --------------------------------------------------------------------------- Fourier view
+
 
 def test_fourier_coefficients_match_numpy_fft_and_the_sum():
     rng = np.random.default_rng(0)
@@ -52,38 +59,50 @@ def test_fourier_coefficients_match_numpy_fft_and_the_sum():
     got = np.asarray(m.fourier_coefficients(jnp.asarray(w)))
     np.testing.assert_allclose(got, np.fft.fft(w, axis=1) / d, rtol=0, atol=1e-14)
     x = np.arange(d)
-    explicit = np.array([[np.sum(w[j] * np.exp(-2j * np.pi * x * k / d)) / d for k in range(d)]
-                         for j in range(3)])
+    explicit = np.array(
+        [[np.sum(w[j] * np.exp(-2j * np.pi * x * k / d)) / d for k in range(d)] for j in range(3)]
+    )
     np.testing.assert_allclose(got[:3], explicit, rtol=0, atol=1e-14)
     params = _params_from(w, d, rng)
     a_hat, b_hat, c_hat = m.fourier_params(params)
-    np.testing.assert_allclose(np.asarray(b_hat), np.fft.fft(params["W_b"], axis=1) / d,
-                               atol=1e-14)
+    np.testing.assert_allclose(np.asarray(b_hat), np.fft.fft(params["W_b"], axis=1) / d, atol=1e-14)
     # output side conjugated: C[j, k] = (1/d) sum_c W_c[c, j] exp(+2 pi i c k / d)
-    np.testing.assert_allclose(np.asarray(c_hat), np.conj(np.fft.fft(params["W_c"].T, axis=1)) / d,
-                               atol=1e-14)
+    np.testing.assert_allclose(
+        np.asarray(c_hat), np.conj(np.fft.fft(params["W_c"].T, axis=1)) / d, atol=1e-14
+    )
 
 
 def test_frequency_orders_on_planted_weights():
     rng = np.random.default_rng(1)
     d, thr = 11, 0.05
-    spec = [[(1, 0.3)], [(1, 0.2)], [(2, 0.3), (4, 0.06)], [(2, 0.04)], [(3, 0.5), (1, 0.1)],
-            [(0, 0.4), (5, 0.02)], [], [(5, 0.051)]]
+    spec = [
+        [(1, 0.3)],
+        [(1, 0.2)],
+        [(2, 0.3), (4, 0.06)],
+        [(2, 0.04)],
+        [(3, 0.5), (1, 0.1)],
+        [(0, 0.4), (5, 0.02)],
+        [],
+        [(5, 0.051)],
+    ]
     params = _params_from(_planted(d, spec, rng), d, rng)
     fo = m.frequency_orders(params, threshold=thr)
-    want = [sum(any(k == kk and r > thr for kk, r in comps) for comps in spec)
-            for k in range(1, 6)]
-    np.testing.assert_array_equal(np.asarray(fo.orders), want)            # [3, 1, 1, 1, 1]
-    strongest = [max(comps, key=lambda c: c[1])[0] if comps and max(r for _, r in comps) > thr
-                 else -1 for comps in spec]
+    want = [sum(any(k == kk and r > thr for kk, r in comps) for comps in spec) for k in range(1, 6)]
+    np.testing.assert_array_equal(np.asarray(fo.orders), want)  # [3, 1, 1, 1, 1]
+    strongest = [
+        max(comps, key=lambda c: c[1])[0] if comps and max(r for _, r in comps) > thr else -1
+        for comps in spec
+    ]
     np.testing.assert_array_equal(np.asarray(fo.assignment), strongest)
-    np.testing.assert_array_equal(np.asarray(fo.assigned),
-                                  [strongest.count(k) for k in range(1, 6)])
+    np.testing.assert_array_equal(
+        np.asarray(fo.assigned), [strongest.count(k) for k in range(1, 6)]
+    )
     jitted = jax.jit(lambda p: m.frequency_orders(p, threshold=thr))(params)
     np.testing.assert_array_equal(np.asarray(jitted.orders), want)
 
 
 # --------------------------------------------------------------------------- the model
+
 
 def test_quadratic_net_matches_one_hot_numpy_and_torch_init():
     d, width = 7, 5
@@ -91,8 +110,8 @@ def test_quadratic_net_matches_one_hot_numpy_and_torch_init():
     pairs = jnp.asarray(data.info["pairs_train"])
     init_fn, apply_fn = m.quadratic_net(d, width)
     params = init_fn(jax.random.PRNGKey(0))
-    x = np.asarray(data.x_train)                                          # (n, 2d) one-hot
-    w_ab = np.concatenate([params["W_a"], params["W_b"]], axis=1)         # (width, 2d)
+    x = np.asarray(data.x_train)  # (n, 2d) one-hot
+    w_ab = np.concatenate([params["W_a"], params["W_b"]], axis=1)  # (width, 2d)
     want = ((x @ w_ab.T) ** 2) @ np.asarray(params["W_c"]).T
     np.testing.assert_allclose(np.asarray(apply_fn(params, pairs)), want, rtol=1e-13)
     # vmapped over seeds = a loop
@@ -108,7 +127,7 @@ def test_quadratic_net_matches_one_hot_numpy_and_torch_init():
         assert w.dtype == np.float64 and np.abs(w).max() <= bound
         assert np.abs(w).max() > 0.999 * bound
         # var of U(-c, c) is c^2/3; 40,400 draws: relative standard error ~0.6%
-        assert abs(w.var() / (bound ** 2 / 3) - 1) < 0.03
+        assert abs(w.var() / (bound**2 / 3) - 1) < 0.03
 
 
 def test_projected_mse_matches_its_definition():
@@ -118,12 +137,12 @@ def test_projected_mse_matches_its_definition():
     a, b = rng.integers(0, d, n), rng.integers(0, d, n)
     t = np.eye(d)[(a + b) % d] - 1 / d
     want = np.mean(np.sum((out - out.mean(1, keepdims=True) - t) ** 2, axis=1))
-    assert float(m.projected_mse(jnp.asarray(out), jnp.asarray(a), jnp.asarray(b), d)) \
-        == pytest.approx(want, rel=1e-14)
+    assert float(
+        m.projected_mse(jnp.asarray(out), jnp.asarray(a), jnp.asarray(b), d)
+    ) == pytest.approx(want, rel=1e-14)
     # the authors' expanded form (modular_addition_simple2.compute_loss)
     po = out - out.mean(1, keepdims=True)
-    expanded = np.mean(np.sum(po ** 2, 1)) - 2 * np.mean(po[np.arange(n), (a + b) % d]) \
-        + 1 - 1 / d
+    expanded = np.mean(np.sum(po**2, 1)) - 2 * np.mean(po[np.arange(n), (a + b) % d]) + 1 - 1 / d
     assert want == pytest.approx(expanded, rel=1e-12)
 
 
@@ -139,17 +158,18 @@ def test_optimizer_is_adam_on_gradient_plus_decay():
     for t, g in enumerate(grads, start=1):
         upd, state = opt.update(g, state, got)
         got = optax.apply_updates(got, upd)
-        for k in p:                                   # torch.optim.Adam(weight_decay=wd)
+        for k in p:  # torch.optim.Adam(weight_decay=wd)
             gg = g[k] + wd * cur[k]
             mom[k] = b1 * mom[k] + (1 - b1) * gg
-            sec[k] = b2 * sec[k] + (1 - b2) * gg ** 2
-            mhat, vhat = mom[k] / (1 - b1 ** t), sec[k] / (1 - b2 ** t)
+            sec[k] = b2 * sec[k] + (1 - b2) * gg**2
+            mhat, vhat = mom[k] / (1 - b1**t), sec[k] / (1 - b2**t)
             cur[k] = cur[k] - lr * mhat / (np.sqrt(vhat) + eps)
         for k in p:
             np.testing.assert_allclose(np.asarray(got[k]), cur[k], rtol=1e-14, atol=1e-15)
 
 
 # --------------------------------------------------------------------------- constructions
+
 
 @pytest.mark.parametrize("d", [5, 23, 71])
 @pytest.mark.parametrize("order", [4, 6])
@@ -168,7 +188,7 @@ def test_constructions_have_their_order_and_solve_all_pairs(d, order):
 def test_memorization_has_order_d_squared(d):
     # (d = 71 would need a 5041 x 5041 hidden layer: left out for time.)
     params = m.memorization(d)
-    fo = m.frequency_orders(params, threshold=0.5 / d)     # every |A_hat[j, k]| is 1/d
+    fo = m.frequency_orders(params, threshold=0.5 / d)  # every |A_hat[j, k]| is 1/d
     np.testing.assert_array_equal(np.asarray(fo.orders), d * d)
     loss, acc = _loss_acc(params, d)
     assert acc == 1.0 and loss < 1e-20
@@ -205,10 +225,16 @@ def test_ring_add_solves_the_union_of_frequencies():
 def test_ring_mul_multiplies_coefficients_orders_and_potentials():
     d = 11
     rng = np.random.default_rng(6)
-    p1 = {"W_a": rng.standard_normal((3, d)), "W_b": rng.standard_normal((3, d)),
-          "W_c": rng.standard_normal((d, 3))}
-    p2 = {"W_a": rng.standard_normal((2, d)), "W_b": rng.standard_normal((2, d)),
-          "W_c": rng.standard_normal((d, 2))}
+    p1 = {
+        "W_a": rng.standard_normal((3, d)),
+        "W_b": rng.standard_normal((3, d)),
+        "W_c": rng.standard_normal((d, 3)),
+    }
+    p2 = {
+        "W_a": rng.standard_normal((2, d)),
+        "W_b": rng.standard_normal((2, d)),
+        "W_c": rng.standard_normal((d, 2)),
+    }
     prod = m.ring_mul(p1, p2)
     for f1, f2, fp in zip(m.fourier_params(p1), m.fourier_params(p2), m.fourier_params(prod)):
         want = (np.asarray(f1)[:, None, :] * np.asarray(f2)[None, :, :]).reshape(6, d)
@@ -217,8 +243,8 @@ def test_ring_mul_multiplies_coefficients_orders_and_potentials():
     ks = range(1, 6)
     target = 1 / (2 * d)
     nu = m.z_nu(np.exp(0.4j))
-    nu[2] *= target / np.sum(nu[0] * nu[1] * nu[2])              # abc = 1/(2d), on row c
-    syn = m.z_syn() / 3 ** (1 / 3)                                # abc = 1
+    nu[2] *= target / np.sum(nu[0] * nu[1] * nu[2])  # abc = 1/(2d), on row c
+    syn = m.z_syn() / 3 ** (1 / 3)  # abc = 1
     pn, ps = m.from_fourier(d, [(k, nu) for k in ks]), m.from_fourier(d, [(k, syn) for k in ks])
     tiny = 1e-9
     o1, o2 = (np.asarray(m.frequency_orders(p, threshold=tiny).orders) for p in (pn, ps))
@@ -238,6 +264,7 @@ def test_ring_mul_multiplies_coefficients_orders_and_potentials():
 
 # --------------------------------------------------------------------------- bad input
 
+
 def _params(d, width):
     return m.quadratic_net(d, width)[0](jax.random.PRNGKey(0))
 
@@ -247,54 +274,118 @@ BAD = [
     (lambda: m.quadratic_net(1, 8), ValueError, r"`quadratic_net\(d\)` must be an int >= 3.*got 1"),
     (lambda: m.quadratic_net(5.0, 8), TypeError, r"`quadratic_net\(d\)`.*got 5.0"),
     (lambda: m.quadratic_net(5, 0), ValueError, r"`quadratic_net\(width\)` must be a positive"),
-    (lambda: m.quadratic_net(5, 2)[1](_params(5, 2), jnp.array([[0, 5]])), ValueError,
-     r"`apply_fn\(pairs\)` must be indices in Z_d = \[0, 4\]; got values from 0 to 5"),
-    (lambda: m.quadratic_net(5, 2)[1](_params(5, 2), jnp.array([[-1, 2]])), ValueError,
-     r"`apply_fn\(pairs\)` must be indices.*from -1 to 2"),
-    (lambda: m.quadratic_net(5, 2)[1](_params(5, 2), jnp.array([[0, 1, 2]])), ValueError,
-     r"`apply_fn\(pairs\)` must be an \(n, 2\) int array.*shape \(1, 3\)"),
-    (lambda: m.quadratic_net(5, 2)[1](_params(5, 2), jnp.array([[0.0, 1.0]])), TypeError,
-     r"`apply_fn\(pairs\)` must be an array of dtype int.*float"),
-    (lambda: m.quadratic_net(5, 2)[1](_params(5, 3), jnp.array([[0, 1]])), ValueError,
-     r"`apply_fn\(params\)\['W_a'\]` must be an array of shape \(2, 5\).*got shape \(3, 5\)"),
-    (lambda: m.projected_mse(jnp.zeros((3, 5)), jnp.array([0, 1, 2]), jnp.array([0, 1]), 5),
-     ValueError, r"`projected_mse\(b\)` must be an int array of shape \(3,\); got shape \(2,\)"),
-    (lambda: m.projected_mse(jnp.zeros((3, 4)), jnp.array([0, 1, 2]), jnp.array([0, 1, 2]), 5),
-     ValueError, r"`projected_mse\(outputs\)` must be an \(n, 5\) array.*shape \(3, 4\)"),
-    (lambda: m.projected_mse(jnp.zeros((2, 5)), jnp.array([0, 7]), jnp.array([0, 1]), 5),
-     ValueError, r"`projected_mse\(a\)` must be indices in Z_d.*from 0 to 7"),
-    (lambda: m.projected_mse(jnp.zeros((2, 6)), jnp.array([0, 1]), jnp.array([0, 1]), 6),
-     ValueError, r"`projected_mse\(d\)` must be an odd int.*got 6"),
-    (lambda: m.accuracy(jnp.zeros((2, 5)), jnp.array([0, 1]), jnp.array([0, 9]), 5),
-     ValueError, r"`accuracy\(b\)` must be indices"),
+    (
+        lambda: m.quadratic_net(5, 2)[1](_params(5, 2), jnp.array([[0, 5]])),
+        ValueError,
+        r"`apply_fn\(pairs\)` must be indices in Z_d = \[0, 4\]; got values from 0 to 5",
+    ),
+    (
+        lambda: m.quadratic_net(5, 2)[1](_params(5, 2), jnp.array([[-1, 2]])),
+        ValueError,
+        r"`apply_fn\(pairs\)` must be indices.*from -1 to 2",
+    ),
+    (
+        lambda: m.quadratic_net(5, 2)[1](_params(5, 2), jnp.array([[0, 1, 2]])),
+        ValueError,
+        r"`apply_fn\(pairs\)` must be an \(n, 2\) int array.*shape \(1, 3\)",
+    ),
+    (
+        lambda: m.quadratic_net(5, 2)[1](_params(5, 2), jnp.array([[0.0, 1.0]])),
+        TypeError,
+        r"`apply_fn\(pairs\)` must be an array of dtype int.*float",
+    ),
+    (
+        lambda: m.quadratic_net(5, 2)[1](_params(5, 3), jnp.array([[0, 1]])),
+        ValueError,
+        r"`apply_fn\(params\)\['W_a'\]` must be an array of shape \(2, 5\).*got shape \(3, 5\)",
+    ),
+    (
+        lambda: m.projected_mse(jnp.zeros((3, 5)), jnp.array([0, 1, 2]), jnp.array([0, 1]), 5),
+        ValueError,
+        r"`projected_mse\(b\)` must be an int array of shape \(3,\); got shape \(2,\)",
+    ),
+    (
+        lambda: m.projected_mse(jnp.zeros((3, 4)), jnp.array([0, 1, 2]), jnp.array([0, 1, 2]), 5),
+        ValueError,
+        r"`projected_mse\(outputs\)` must be an \(n, 5\) array.*shape \(3, 4\)",
+    ),
+    (
+        lambda: m.projected_mse(jnp.zeros((2, 5)), jnp.array([0, 7]), jnp.array([0, 1]), 5),
+        ValueError,
+        r"`projected_mse\(a\)` must be indices in Z_d.*from 0 to 7",
+    ),
+    (
+        lambda: m.projected_mse(jnp.zeros((2, 6)), jnp.array([0, 1]), jnp.array([0, 1]), 6),
+        ValueError,
+        r"`projected_mse\(d\)` must be an odd int.*got 6",
+    ),
+    (
+        lambda: m.accuracy(jnp.zeros((2, 5)), jnp.array([0, 1]), jnp.array([0, 9]), 5),
+        ValueError,
+        r"`accuracy\(b\)` must be indices",
+    ),
     (lambda: m.construct(8), ValueError, r"`construct\(d\)` must be an odd int.*got 8"),
     (lambda: m.construct(7, 5), ValueError, r"`construct\(order\)` must be 4 or 6.*got 5"),
-    (lambda: m.construct(7, 6, [1, 4]), ValueError,
-     r"`construct\(frequencies\[1\]\)` must be an int in \[1, 3\].*got 4"),
+    (
+        lambda: m.construct(7, 6, [1, 4]),
+        ValueError,
+        r"`construct\(frequencies\[1\]\)` must be an int in \[1, 3\].*got 4",
+    ),
     (lambda: m.construct(7, 6, [2, 2]), ValueError, r"`construct\(frequencies\)` must be distinct"),
     (lambda: m.construct(7, 6, nu=0), ValueError, r"`z_nu\(nu\)` must be a finite non-zero"),
     (lambda: m.z_xi(2.0), ValueError, r"`z_xi\(xi\)` must be a complex number of modulus 1"),
     (lambda: m.memorization(2), ValueError, r"`memorization\(d\)` must be an int >= 3"),
-    (lambda: m.frequency_orders({"W_a": np.zeros((2, 6)), "W_b": np.zeros((2, 6)),
-                                 "W_c": np.zeros((6, 2))}), ValueError, r"must be an odd int.*6"),
-    (lambda: m.frequency_orders({"W_a": np.zeros((2, 5))}), TypeError,
-     r"`frequency_orders\(params\)` must be a dict with keys 'W_a', 'W_b', 'W_c'"),
-    (lambda: m.frequency_orders(_params(5, 2), threshold=-1.0), ValueError,
-     r"`frequency_orders\(threshold\)` must be a non-negative float; got -1.0"),
-    (lambda: m.ring_add(_params(5, 2), _params(7, 2)), ValueError,
-     r"`ring_add\(p2\)` must be parameters for the same modulus as p1 \(d = 5\); got d = 7"),
-    (lambda: m.ring_mul(_params(5, 2), {"W_a": np.zeros((2, 5)), "W_b": np.zeros((3, 5)),
-                                        "W_c": np.zeros((5, 2))}), ValueError,
-     r"`ring_mul\(p2\)\['W_b'\]` must be an array of shape \(2, 5\).*got shape \(3, 5\)"),
-    (lambda: m.fourier_coefficients(np.zeros(5)), ValueError,
-     r"`fourier_coefficients\(W\)` must be a 2-dimensional array.*shape \(5,\)"),
-    (lambda: m.optimizer(0.0, 1e-4), ValueError,
-     r"`optimizer\(learning_rate\)` must be a positive"),
+    (
+        lambda: m.frequency_orders(
+            {"W_a": np.zeros((2, 6)), "W_b": np.zeros((2, 6)), "W_c": np.zeros((6, 2))}
+        ),
+        ValueError,
+        r"must be an odd int.*6",
+    ),
+    (
+        lambda: m.frequency_orders({"W_a": np.zeros((2, 5))}),
+        TypeError,
+        r"`frequency_orders\(params\)` must be a dict with keys 'W_a', 'W_b', 'W_c'",
+    ),
+    (
+        lambda: m.frequency_orders(_params(5, 2), threshold=-1.0),
+        ValueError,
+        r"`frequency_orders\(threshold\)` must be a non-negative float; got -1.0",
+    ),
+    (
+        lambda: m.ring_add(_params(5, 2), _params(7, 2)),
+        ValueError,
+        r"`ring_add\(p2\)` must be parameters for the same modulus as p1 \(d = 5\); got d = 7",
+    ),
+    (
+        lambda: m.ring_mul(
+            _params(5, 2),
+            {"W_a": np.zeros((2, 5)), "W_b": np.zeros((3, 5)), "W_c": np.zeros((5, 2))},
+        ),
+        ValueError,
+        r"`ring_mul\(p2\)\['W_b'\]` must be an array of shape \(2, 5\).*got shape \(3, 5\)",
+    ),
+    (
+        lambda: m.fourier_coefficients(np.zeros(5)),
+        ValueError,
+        r"`fourier_coefficients\(W\)` must be a 2-dimensional array.*shape \(5,\)",
+    ),
+    (
+        lambda: m.optimizer(0.0, 1e-4),
+        ValueError,
+        r"`optimizer\(learning_rate\)` must be a positive",
+    ),
     (lambda: m.optimizer(0.01, -1.0), ValueError, r"`optimizer\(weight_decay\)` must be a non-neg"),
-    (lambda: m.from_fourier(7, [(4, np.ones((3, 2)))]), ValueError,
-     r"`from_fourier\(blocks\[0\]\[0\]\)` must be an int in \[1, 3\]; got 4"),
-    (lambda: m.from_fourier(7, [(1, np.ones((2, 2)))]), ValueError,
-     r"`from_fourier\(blocks\[0\]\[1\]\)` must be a \(3, q\) complex array.*\(2, 2\)"),
+    (
+        lambda: m.from_fourier(7, [(4, np.ones((3, 2)))]),
+        ValueError,
+        r"`from_fourier\(blocks\[0\]\[0\]\)` must be an int in \[1, 3\]; got 4",
+    ),
+    (
+        lambda: m.from_fourier(7, [(1, np.ones((2, 2)))]),
+        ValueError,
+        r"`from_fourier\(blocks\[0\]\[1\]\)` must be a \(3, q\) complex array.*\(2, 2\)",
+    ),
 ]
 
 
@@ -306,16 +397,22 @@ def test_bad_input(call, exc, pattern):
 
 # --------------------------------------------------------------------------- factorize
 
+
 def _shuffled(params, rng, noise):
     w = params["W_a"].shape[0]
-    perm, sign = rng.permutation(w), rng.choice([-1.0, 1.0], w)   # (a, b) -> -(a, b): same net
-    out = {"W_a": params["W_a"][perm] * sign[:, None], "W_b": params["W_b"][perm] * sign[:, None],
-           "W_c": params["W_c"][:, perm]}
+    perm, sign = rng.permutation(w), rng.choice([-1.0, 1.0], w)  # (a, b) -> -(a, b): same net
+    out = {
+        "W_a": params["W_a"][perm] * sign[:, None],
+        "W_b": params["W_b"][perm] * sign[:, None],
+        "W_c": params["W_c"][:, perm],
+    }
     return {k: v + noise * rng.standard_normal(v.shape) for k, v in out.items()}, perm
 
 
-@pytest.mark.parametrize("order, nu, types", [(4, 1j, ("nu=i", "xi")), (6, 1j, ("nu=i", "syn")),
-                                              (6, np.exp(0.7j), ("nu", "syn"))])
+@pytest.mark.parametrize(
+    "order, nu, types",
+    [(4, 1j, ("nu=i", "xi")), (6, 1j, ("nu=i", "syn")), (6, np.exp(0.7j), ("nu", "syn"))],
+)
 def test_factorize_recovers_constructed_products(order, nu, types):
     d = 11
     rng = np.random.default_rng(7)
@@ -339,8 +436,10 @@ def test_factorize_rejects_random_weights():
     d = 11
     rng = np.random.default_rng(8)
     for _ in range(3):
-        blocks = [(k, rng.standard_normal((3, q)) + 1j * rng.standard_normal((3, q)))
-                  for k, q in ((1, 4), (2, 4), (3, 6), (4, 6))]
+        blocks = [
+            (k, rng.standard_normal((3, q)) + 1j * rng.standard_normal((3, q)))
+            for k, q in ((1, 4), (2, 4), (3, 6), (4, 6))
+        ]
         # scaled so every coefficient clears the 0.05 threshold: all q neurons count
         params = m.from_fourier(d, [(k, 0.1 * f / np.abs(f).min()) for k, f in blocks])
         found = m.factorize(params)

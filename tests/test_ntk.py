@@ -1,4 +1,5 @@
 """Empirical NTK: every method against J J^T from jax.jacrev and against neural-tangents."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,17 +32,26 @@ def mlp():
 def mlp_explicit(mlp):
     """explicit_ntk of the mlp fixture: {(trace, x2 given): kernel}, computed once."""
     params, x1, x2 = mlp
-    return {(trace, with_x2): explicit_ntk(mlp_apply, params, x1, x2 if with_x2 else x1,
-                                           trace=trace)
-            for trace in (True, False) for with_x2 in (True, False)}
+    return {
+        (trace, with_x2): explicit_ntk(mlp_apply, params, x1, x2 if with_x2 else x1, trace=trace)
+        for trace in (True, False)
+        for with_x2 in (True, False)
+    }
 
 
 def check_explicit(mlp, mlp_explicit, method, batch_size, trace, x2_cases):
     params, x1, x2 = mlp
     trace_axes = (-1,) if trace else ()
     for with_x2 in x2_cases:
-        k = jaxdyn.empirical_ntk(mlp_apply, params, x1, x2 if with_x2 else None,
-                                 trace_axes=trace_axes, method=method, batch_size=batch_size)
+        k = jaxdyn.empirical_ntk(
+            mlp_apply,
+            params,
+            x1,
+            x2 if with_x2 else None,
+            trace_axes=trace_axes,
+            method=method,
+            batch_size=batch_size,
+        )
         ref = mlp_explicit[trace, with_x2]
         assert k.shape == ref.shape
         np.testing.assert_allclose(k, ref, rtol=1e-12, atol=1e-12)
@@ -87,8 +97,15 @@ def test_matches_neural_tangents(nt_refs, method, impl):
 @pytest.mark.parametrize("method", METHODS)
 def test_full_kernel_matches_neural_tangents(nt_refs, method):
     params = nt_mlp_params(nt_refs)
-    k = jaxdyn.empirical_ntk(nt_mlp_apply, params, nt_refs["x2"], nt_refs["x1"],
-                             trace_axes=(), method=method, batch_size=4)
+    k = jaxdyn.empirical_ntk(
+        nt_mlp_apply,
+        params,
+        nt_refs["x2"],
+        nt_refs["x1"],
+        trace_axes=(),
+        method=method,
+        batch_size=4,
+    )
     assert k.shape == (6, 8, 3, 3)
     np.testing.assert_allclose(k, nt_refs["emp_ntk_full_21"], rtol=1e-10, atol=1e-10)
 
@@ -108,14 +125,18 @@ def test_multi_axis_outputs(method, trace_axes):
     apply = lambda p, x: mlp_apply(p, x).reshape(x.shape[0], 2, 3)  # noqa: E731
     x1 = jax.random.normal(jax.random.PRNGKey(4), (4, 3))
     x2 = jax.random.normal(jax.random.PRNGKey(5), (3, 3))
-    k = jaxdyn.empirical_ntk(apply, params, x1, x2, trace_axes=trace_axes, method=method, batch_size=2)
+    k = jaxdyn.empirical_ntk(
+        apply, params, x1, x2, trace_axes=trace_axes, method=method, batch_size=2
+    )
     full = explicit_ntk(mlp_apply, params, x1, x2, trace=False).reshape(4, 3, 2, 3, 2, 3)
     # -> full[i, j, a, b, c, d]: a, b = first output axis of the x1 / x2 example; c, d = second.
     full = jnp.transpose(full, (0, 1, 2, 4, 3, 5))
-    ref = {(-1,): jnp.einsum("ijabcc->ijab", full) / 3,
-           (1,): jnp.einsum("ijaacd->ijcd", full) / 2,
-           (1, 2): jnp.einsum("ijaacc->ij", full) / 6,
-           (): full}[trace_axes]
+    ref = {
+        (-1,): jnp.einsum("ijabcc->ijab", full) / 3,
+        (1,): jnp.einsum("ijaacd->ijcd", full) / 2,
+        (1, 2): jnp.einsum("ijaacc->ij", full) / 6,
+        (): full,
+    }[trace_axes]
     np.testing.assert_allclose(k, ref, rtol=1e-12, atol=1e-12)
 
 
@@ -130,12 +151,18 @@ def test_groups_add_up_and_equal_their_own_jacobians(nt_refs, method, batch_size
     np.testing.assert_allclose(sum(parts.values()), full, rtol=1e-12, atol=1e-12)
     # Layer 1 alone: differentiate with the other layers frozen.
     f1 = lambda w, x: nt_mlp_apply([params[0], w, params[2]], x)  # noqa: E731
-    np.testing.assert_allclose(parts["1"], explicit_ntk(f1, params[1], x1, x2), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        parts["1"], explicit_ntk(f1, params[1], x1, x2), rtol=1e-12, atol=1e-12
+    )
 
 
 def test_param_groups_naming():
-    tree = {"params": {"Dense_0": {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3)},
-                       "Dense_1": {"kernel": jnp.ones((3, 1)), "bias": jnp.ones(1)}}}
+    tree = {
+        "params": {
+            "Dense_0": {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3)},
+            "Dense_1": {"kernel": jnp.ones((3, 1)), "bias": jnp.ones(1)},
+        }
+    }
     assert jaxdyn.param_groups(tree) == {"params/Dense_0": [0, 1], "params/Dense_1": [2, 3]}
     assert jaxdyn.param_groups(tree, groups=3)["params/Dense_0/kernel"] == [1]
     by_kind = jaxdyn.param_groups(tree, groups=lambda path: path[-1])
@@ -151,6 +178,7 @@ def test_compiles_once_per_shape(mlp):
     def counted(p, x):
         traces.append(x.shape)
         return mlp_apply(p, x)
+
     kernel = jaxdyn.ntk_fn(counted, method="jacobian")
     kernel(x1, x2, params)
     n = len(traces)
@@ -198,15 +226,18 @@ def test_cost_model_picks_fewer_flops_and_respects_budget(mlp):
     assert auto.on_host and auto.block_shape == (1, 1) and "even at block 1x1" in auto.reason
 
 
-@pytest.mark.parametrize("kwargs, exc, match", [
-    (dict(method="fast"), ValueError, "method"),
-    (dict(batch_size=0), ValueError, "batch_size"),
-    (dict(batch_size=2.5), ValueError, "batch_size"),
-    (dict(trace_axes=(0,)), ValueError, "batch axis"),
-    (dict(trace_axes=(5,)), ValueError, "out of range"),
-    (dict(trace_axes=3), TypeError, "trace_axes"),
-    (dict(precision="ultra"), ValueError, "precision"),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(method="fast"), ValueError, "method"),
+        (dict(batch_size=0), ValueError, "batch_size"),
+        (dict(batch_size=2.5), ValueError, "batch_size"),
+        (dict(trace_axes=(0,)), ValueError, "batch axis"),
+        (dict(trace_axes=(5,)), ValueError, "out of range"),
+        (dict(trace_axes=3), TypeError, "trace_axes"),
+        (dict(precision="ultra"), ValueError, "precision"),
+    ],
+)
 def test_bad_arguments(mlp, kwargs, exc, match):
     params, x1, x2 = mlp
     with pytest.raises(exc, match=match):
@@ -236,12 +267,15 @@ def test_nan_kernel_is_reported(mlp):
 
 # --------------------------------------------------------------------------- structured
 
+
 def nets_mlp(depth, k, act, parameterization):
     """A jaxdyn.nets MLP 4 -> 12 x depth -> k with its params and inputs."""
     layers = []
     for i in range(depth):
-        layers += [nets.Dense(12, W_std=1.4, b_std=0.1 + 0.1 * i,
-                              parameterization=parameterization), act()]
+        layers += [
+            nets.Dense(12, W_std=1.4, b_std=0.1 + 0.1 * i, parameterization=parameterization),
+            act(),
+        ]
     layers.append(nets.Dense(k, W_std=1.2, b_std=0.3, parameterization=parameterization))
     init_fn, apply_fn, _ = nets.serial(*layers)
     _, params = init_fn(jax.random.PRNGKey(depth), (-1, 4))
@@ -252,11 +286,17 @@ def check_structured(mlp, depth, k, act, parameterization, cases):
     """method="structured" against the Jacobian method, for each (trace_axes, x2, batch_size)."""
     apply_fn, params = nets_mlp(depth, k, act, parameterization)
     _, x1, x2 = mlp
-    ref = StackedNTK(apply_fn, params, x1, x2)     # one Jacobian compilation for every case
+    ref = StackedNTK(apply_fn, params, x1, x2)  # one Jacobian compilation for every case
     for trace_axes, with_x2, batch_size in cases:
-        k_s = jaxdyn.empirical_ntk(apply_fn, params, x1, x2 if with_x2 else None,
-                                   trace_axes=trace_axes, method="structured",
-                                   batch_size=batch_size)
+        k_s = jaxdyn.empirical_ntk(
+            apply_fn,
+            params,
+            x1,
+            x2 if with_x2 else None,
+            trace_axes=trace_axes,
+            method="structured",
+            batch_size=batch_size,
+        )
         want = ref(trace_axes, with_x2)
         assert k_s.shape == want.shape
         np.testing.assert_allclose(k_s, want, rtol=1e-12, atol=1e-12)
@@ -264,10 +304,14 @@ def check_structured(mlp, depth, k, act, parameterization, cases):
 
 # The 8 of the 16 (depth, k, act, parameterization) networks with an even number of
 # non-first values: a half fraction in which every pair of values of two axes occurs twice.
-HALF_FRACTION = [(depth, k, act, parameterization) for depth in [1, 3] for k in [1, 3]
-                 for act in [nets.Relu, nets.Erf] for parameterization in ["ntk", "standard"]
-                 if ((depth == 3) + (k == 3) + (act is nets.Erf)
-                     + (parameterization == "standard")) % 2 == 0]
+HALF_FRACTION = [
+    (depth, k, act, parameterization)
+    for depth in [1, 3]
+    for k in [1, 3]
+    for act in [nets.Relu, nets.Erf]
+    for parameterization in ["ntk", "standard"]
+    if ((depth == 3) + (k == 3) + (act is nets.Erf) + (parameterization == "standard")) % 2 == 0
+]
 
 
 @pytest.mark.parametrize("depth, k, act, parameterization", HALF_FRACTION)
@@ -278,7 +322,7 @@ def test_structured_equals_jacobian(mlp, depth, k, act, parameterization):
     so every case runs with both values of every network axis, and every network with both
     values of every option (the slow twin runs 16 networks x 8 cases)."""
     i = HALF_FRACTION.index((depth, k, act, parameterization))
-    pair, cases = min(i, 7 - i), kernel_cases(3)     # cases[7 - j] is cases[j] flipped
+    pair, cases = min(i, 7 - i), kernel_cases(3)  # cases[7 - j] is cases[j] flipped
     check_structured(mlp, depth, k, act, parameterization, [cases[pair], cases[7 - pair]])
 
 
@@ -309,8 +353,16 @@ def check_structured_groups(mlp, groups, batch_size, traces):
     apply_fn, params = nets_mlp(2, 3, nets.Erf, "ntk")
     _, x1, x2 = mlp
     for trace_axes in traces:
-        parts = jaxdyn.ntk_by_group(apply_fn, params, x1, x2, groups=groups, trace_axes=trace_axes,
-                                    method="structured", batch_size=batch_size)
+        parts = jaxdyn.ntk_by_group(
+            apply_fn,
+            params,
+            x1,
+            x2,
+            groups=groups,
+            trace_axes=trace_axes,
+            method="structured",
+            batch_size=batch_size,
+        )
         ref = _jacobian_groups(groups, x1, x2).parts(trace_axes)
         assert list(parts) == list(ref)
         for name in ref:
@@ -336,16 +388,20 @@ def test_structured_groups_equal_jacobian_groups_both_traces(mlp, groups, batch_
 
 def test_structured_nested_serial_flatten_and_no_bias():
     init_fn, apply_fn, _ = nets.serial(
-        nets.Flatten(), nets.serial(nets.Dense(8, W_std=1.3, b_std=None), nets.Tanh()),
-        nets.Identity(), nets.Dense(2, W_std=1.1, b_std=0.2, parameterization="standard"))
+        nets.Flatten(),
+        nets.serial(nets.Dense(8, W_std=1.3, b_std=None), nets.Tanh()),
+        nets.Identity(),
+        nets.Dense(2, W_std=1.1, b_std=0.2, parameterization="standard"),
+    )
     _, params = init_fn(jax.random.PRNGKey(0), (-1, 2, 3, 1))
     x1 = jax.random.normal(jax.random.PRNGKey(1), (5, 2, 3, 1))
     x2 = jax.random.normal(jax.random.PRNGKey(2), (4, 2, 3, 1))
     assert jaxdyn.ntk_cost(apply_fn, params, x1, x2).method == "structured"
-    stacked = StackedNTK(apply_fn, params, x1, x2)     # method="jacobian" on [x1; x2]
+    stacked = StackedNTK(apply_fn, params, x1, x2)  # method="jacobian" on [x1; x2]
     for trace_axes in [(-1,), ()]:
-        k_s = jaxdyn.empirical_ntk(apply_fn, params, x1, x2, trace_axes=trace_axes,
-                                   method="structured")
+        k_s = jaxdyn.empirical_ntk(
+            apply_fn, params, x1, x2, trace_axes=trace_axes, method="structured"
+        )
         np.testing.assert_allclose(k_s, stacked(trace_axes), rtol=1e-12, atol=1e-12)
 
 
@@ -362,8 +418,12 @@ def test_structured_float32():
 @pytest.mark.parametrize("impl", [1, 2, 3])
 def test_structured_matches_neural_tangents(nt_refs, impl):
     _, apply_fn, _ = nets.serial(
-        nets.Dense(64, W_std=1.5, b_std=0.05), nets.Relu(), nets.Dense(64, W_std=1.5, b_std=0.05),
-        nets.Erf(), nets.Dense(3, W_std=1.5, b_std=0.05))
+        nets.Dense(64, W_std=1.5, b_std=0.05),
+        nets.Relu(),
+        nets.Dense(64, W_std=1.5, b_std=0.05),
+        nets.Erf(),
+        nets.Dense(3, W_std=1.5, b_std=0.05),
+    )
     flat = [jnp.asarray(nt_refs[f"emp_param_{i}"]) for i in range(6)]
     # stax biases are (1, out), nets' are (out,); activations have params ()
     dense = [(flat[2 * l], flat[2 * l + 1].reshape(-1)) for l in range(3)]
@@ -372,8 +432,9 @@ def test_structured_matches_neural_tangents(nt_refs, impl):
     np.testing.assert_allclose(apply_fn(params, x1), nt_refs["emp_f_x1"], rtol=1e-12)
     k = jaxdyn.empirical_ntk(apply_fn, params, x2, x1, method="structured")
     np.testing.assert_allclose(k, nt_refs[f"emp_ntk_trace_impl{impl}_21"], rtol=1e-10, atol=1e-10)
-    full = jaxdyn.empirical_ntk(apply_fn, params, x2, x1, trace_axes=(), method="structured",
-                                batch_size=4)
+    full = jaxdyn.empirical_ntk(
+        apply_fn, params, x2, x1, trace_axes=(), method="structured", batch_size=4
+    )
     np.testing.assert_allclose(full, nt_refs["emp_ntk_full_21"], rtol=1e-10, atol=1e-10)
 
 
@@ -389,18 +450,26 @@ def test_auto_picks_structured_only_for_structured_networks(mlp):
     assert jaxdyn.ntk_cost(wrapped, nparams, x1, x2).method in ("jacobian", "ntvp")
     assert jaxdyn.ntk_cost(mlp_apply, params, x1, x2).method in ("jacobian", "ntvp")
     assert "structured" not in jaxdyn.ntk_cost(mlp_apply, params, x1, x2).flops
-    init_fn, conv_apply, _ = nets.serial(nets.Conv(2, (2, 2)), nets.Relu(), nets.Flatten(),
-                                         nets.Dense(1))
+    init_fn, conv_apply, _ = nets.serial(
+        nets.Conv(2, (2, 2)), nets.Relu(), nets.Flatten(), nets.Dense(1)
+    )
     _, cparams = init_fn(jax.random.PRNGKey(0), (-1, 3, 3, 1))
     xc = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, 1))
     assert jaxdyn.ntk_cost(conv_apply, cparams, xc).method == "structured"
-    _, res_apply, _ = nets.serial(nets.Dense(4), nets.FanOut(2),
-                                  nets.parallel(nets.Dense(4), nets.Identity()), nets.FanInSum())
+    _, res_apply, _ = nets.serial(
+        nets.Dense(4),
+        nets.FanOut(2),
+        nets.parallel(nets.Dense(4), nets.Identity()),
+        nets.FanInSum(),
+    )
     assert jaxdyn.structure.get(res_apply) is None
     # auto on a Dense network gives the structured kernel
-    np.testing.assert_allclose(jaxdyn.empirical_ntk(apply_fn, nparams, x1, x2),
-                               jaxdyn.empirical_ntk(apply_fn, nparams, x1, x2, method="jacobian"),
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        jaxdyn.empirical_ntk(apply_fn, nparams, x1, x2),
+        jaxdyn.empirical_ntk(apply_fn, nparams, x1, x2, method="jacobian"),
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 def test_structured_needs_a_dense_network(mlp):

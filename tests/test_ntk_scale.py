@@ -1,5 +1,6 @@
 """Structured NTK of Conv networks, memory-budgeted blocks, host assembly and a custom
 `LinearStructure`; every kernel is checked against the per-example Jacobian contraction."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,11 +15,23 @@ from jaxdyn.structure import LinearLayer
 def conv_net(padding, strides, b_std, parameterization, pool):
     head = [nets.GlobalAvgPool()] if pool else [nets.Flatten()]
     init_fn, apply_fn, _ = nets.serial(
-        nets.Conv(3, (2, 3), strides=strides, padding=padding, W_std=1.3, b_std=b_std,
-                  parameterization=parameterization), nets.Erf(),
-        nets.Conv(4, (3, 2), padding="SAME", W_std=1.2, b_std=0.2,
-                  parameterization=parameterization), nets.Relu(),
-        *head, nets.Dense(3, W_std=1.1, b_std=0.3, parameterization=parameterization))
+        nets.Conv(
+            3,
+            (2, 3),
+            strides=strides,
+            padding=padding,
+            W_std=1.3,
+            b_std=b_std,
+            parameterization=parameterization,
+        ),
+        nets.Erf(),
+        nets.Conv(
+            4, (3, 2), padding="SAME", W_std=1.2, b_std=0.2, parameterization=parameterization
+        ),
+        nets.Relu(),
+        *head,
+        nets.Dense(3, W_std=1.1, b_std=0.3, parameterization=parameterization),
+    )
     _, params = init_fn(jax.random.PRNGKey(3), (-1, 6, 5, 2))
     return apply_fn, params
 
@@ -37,10 +50,17 @@ def check_structured_conv(padding, strides, b_std, parameterization, pool, cases
     x1 = jax.random.normal(jax.random.PRNGKey(1), (5, 6, 5, 2))
     x2 = jax.random.normal(jax.random.PRNGKey(2), (4, 6, 5, 2))
     assert jaxdyn.ntk_cost(apply_fn, params, x1, x2).method == "structured"
-    ref = StackedNTK(apply_fn, params, x1, x2, by_group=True)   # one compilation for all cases
+    ref = StackedNTK(apply_fn, params, x1, x2, by_group=True)  # one compilation for all cases
     for trace_axes, with_x2, batch_size in cases:
-        k = jaxdyn.empirical_ntk(apply_fn, params, x1, x2 if with_x2 else None,
-                                 trace_axes=trace_axes, method="structured", batch_size=batch_size)
+        k = jaxdyn.empirical_ntk(
+            apply_fn,
+            params,
+            x1,
+            x2 if with_x2 else None,
+            trace_axes=trace_axes,
+            method="structured",
+            batch_size=batch_size,
+        )
         np.testing.assert_allclose(k, ref(trace_axes, with_x2), rtol=1e-12, atol=1e-12)
     parts = jaxdyn.ntk_by_group(apply_fn, params, x1, x2, method="structured")
     ref_parts = ref.parts((-1,))
@@ -59,15 +79,20 @@ def test_structured_conv_equals_jacobian(padding, strides, b_std, parameterizati
 
 @pytest.mark.slow
 @pytest.mark.parametrize("padding, strides, b_std, parameterization, pool", CONV_CASES)
-def test_structured_conv_equals_jacobian_full_product(padding, strides, b_std, parameterization,
-                                                      pool):
+def test_structured_conv_equals_jacobian_full_product(
+    padding, strides, b_std, parameterization, pool
+):
     check_structured_conv(padding, strides, b_std, parameterization, pool, kernel_cases(2))
 
 
 def mlp(n=37):
-    init_fn, apply_fn, _ = nets.serial(nets.Dense(16, W_std=1.4, b_std=0.1), nets.Relu(),
-                                       nets.Dense(16, W_std=1.4, b_std=0.1), nets.Tanh(),
-                                       nets.Dense(3, W_std=1.2, b_std=0.2))
+    init_fn, apply_fn, _ = nets.serial(
+        nets.Dense(16, W_std=1.4, b_std=0.1),
+        nets.Relu(),
+        nets.Dense(16, W_std=1.4, b_std=0.1),
+        nets.Tanh(),
+        nets.Dense(3, W_std=1.2, b_std=0.2),
+    )
     _, params = init_fn(jax.random.PRNGKey(0), (-1, 5))
     x = jax.random.normal(jax.random.PRNGKey(1), (n, 5))
     return apply_fn, params, x
@@ -118,8 +143,10 @@ class DenseTwoLayer:
 
     def layers(self, params):
         # leaves of {"W1", "W2", "b1"} in sorted-key order: W1=0, W2=1, b1=2
-        return [LinearLayer(0, 2 if self.cover_all else None, 1.0, 1.0),
-                LinearLayer(1, None, 0.5, 0.0)]
+        return [
+            LinearLayer(0, 2 if self.cover_all else None, 1.0, 1.0),
+            LinearLayer(1, None, 0.5, 0.0),
+        ]
 
     def apply(self, params, x, tap):
         h = x
@@ -131,10 +158,14 @@ class DenseTwoLayer:
 def custom_model(cover_all=True):
     def apply_fn(params, x):
         return 0.5 * (jnp.tanh(x @ params["W1"] + params["b1"][None, :]) @ params["W2"])
+
     apply_fn.linear_structure = DenseTwoLayer(cover_all)
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
-    params = {"W1": jax.random.normal(keys[0], (4, 7)), "b1": jax.random.normal(keys[1], (7,)),
-              "W2": jax.random.normal(keys[2], (7, 2))}
+    params = {
+        "W1": jax.random.normal(keys[0], (4, 7)),
+        "b1": jax.random.normal(keys[1], (7,)),
+        "W2": jax.random.normal(keys[2], (7, 2)),
+    }
     return apply_fn, params
 
 
@@ -142,11 +173,14 @@ def test_custom_linear_structure():
     apply_fn, params = custom_model()
     x = jax.random.normal(jax.random.PRNGKey(5), (6, 4))
     assert jaxdyn.structure.get(apply_fn) is apply_fn.linear_structure
-    stacked = StackedNTK(apply_fn, params, x)     # method="jacobian", traced in numpy
+    stacked = StackedNTK(apply_fn, params, x)  # method="jacobian", traced in numpy
     for trace_axes in [(-1,), ()]:
         np.testing.assert_allclose(
             jaxdyn.empirical_ntk(apply_fn, params, x, method="structured", trace_axes=trace_axes),
-            stacked(trace_axes, with_x2=False), rtol=1e-12, atol=1e-12)
+            stacked(trace_axes, with_x2=False),
+            rtol=1e-12,
+            atol=1e-12,
+        )
 
 
 def test_structure_that_misses_a_leaf_is_refused():
@@ -155,13 +189,17 @@ def test_structure_that_misses_a_leaf_is_refused():
     with pytest.raises(ValueError, match="every leaf must belong to exactly one layer"):
         jaxdyn.empirical_ntk(apply_fn, params, x, method="structured")
     assert jaxdyn.ntk_cost(apply_fn, params, x).method in ("jacobian", "ntvp")
-    np.testing.assert_allclose(jaxdyn.empirical_ntk(apply_fn, params, x),
-                               jaxdyn.empirical_ntk(apply_fn, params, x, method="jacobian"),
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        jaxdyn.empirical_ntk(apply_fn, params, x),
+        jaxdyn.empirical_ntk(apply_fn, params, x, method="jacobian"),
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
-@pytest.mark.parametrize("devices, exc", [("some", ValueError), (3, TypeError), ([], TypeError),
-                                          (["cpu"], TypeError)])
+@pytest.mark.parametrize(
+    "devices, exc", [("some", ValueError), (3, TypeError), ([], TypeError), (["cpu"], TypeError)]
+)
 def test_bad_devices(devices, exc):
     apply_fn, _, _ = mlp(4)
     with pytest.raises(exc, match="devices"):
@@ -175,11 +213,13 @@ def test_symmetric_gram_from_upper_blocks(monkeypatch, mlp_ref, n, batch_size):
     apply_fn, params, x_all, _, stacked = mlp_ref
     x = x_all[:n]
     for trace_axes in [(-1,), ()]:
-        ref_parts = stacked.parts(trace_axes, with_x2=False, rows=n)   # Jacobian method, per layer
-        parts = jaxdyn.ntk_by_group_fn(apply_fn, method="structured", trace_axes=trace_axes,
-                                       batch_size=batch_size)(x, None, params)
-        np.testing.assert_allclose(sum(parts.values()), sum(ref_parts.values()), rtol=1e-12,
-                                   atol=1e-12)
+        ref_parts = stacked.parts(trace_axes, with_x2=False, rows=n)  # Jacobian method, per layer
+        parts = jaxdyn.ntk_by_group_fn(
+            apply_fn, method="structured", trace_axes=trace_axes, batch_size=batch_size
+        )(x, None, params)
+        np.testing.assert_allclose(
+            sum(parts.values()), sum(ref_parts.values()), rtol=1e-12, atol=1e-12
+        )
         assert list(parts) == list(ref_parts)
         for name in ref_parts:
             np.testing.assert_allclose(parts[name], ref_parts[name], rtol=1e-12, atol=1e-12)

@@ -3,6 +3,7 @@
 Every ```python block is executed on its own, in a fresh namespace (so a block that relies on
 names from another block fails here, as it would for a reader who pastes it).
 """
+
 import contextlib
 import io
 import pathlib
@@ -38,7 +39,9 @@ def test_python_block_runs_as_pasted(line, source):
 
 def _commands(text: str) -> list[str]:
     """Shell command lines of a script or bash block, comments and blank lines dropped."""
-    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    return [
+        ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")
+    ]
 
 
 def test_ci_runs_the_readme_test_command():

@@ -1,6 +1,7 @@
 """The experiment protocol (`jaxdyn.experiments._runner`): flags built from a settings
 dataclass, presets, validation before the output folder is claimed, registration, and the CLI
 around a toy experiment registered here (so these tests cost no training)."""
+
 import dataclasses
 import json
 import math
@@ -18,8 +19,7 @@ from jaxdyn.experiments._runner import ExperimentSettings, option
 class ToySettings(ExperimentSettings):
     n: int = option(3, "how many points", minimum=1)
     rate: float = option(0.5, "a rate", minimum=0, strict_min=True)
-    widths: tuple[int, ...] = option((4, 8), "widths", minimum=1, min_len=2,
-                                     why="to fit a slope")
+    widths: tuple[int, ...] = option((4, 8), "widths", minimum=1, min_len=2, why="to fit a slope")
     pair: tuple[int, int] = option((1, 2), "a pair", metavar=("A", "B"))
     mode: Literal["a", "b"] = option("a", "the mode")
     flavour: str = option("x", "the flavour", choices=("x", "y"))
@@ -33,12 +33,17 @@ class ToySettings(ExperimentSettings):
 
 def _toy_module(calls):
     """A registered-looking experiment: sums `rate * i` over a sweep of `n` points."""
+
     def run(settings, out, progress=None):
         _runner.validate(settings)
         calls.append(settings)
-        records = sweep.sweep(lambda i: {"value": settings.rate * i},
-                              {"i": list(range(settings.n))}, out,
-                              settings=_runner.settings_dict(settings), progress=progress)
+        records = sweep.sweep(
+            lambda i: {"value": settings.rate * i},
+            {"i": list(range(settings.n))},
+            out,
+            settings=_runner.settings_dict(settings),
+            progress=progress,
+        )
         res = dict(total=sum(r["value"] for r in records), figures=[])
         results.write_json_atomic(f"{out}/results.json", res)
         return res
@@ -72,7 +77,7 @@ def test_field_specs_read_the_annotations():
     assert (specs["rate"].kind, specs["widths"].nargs, specs["pair"].nargs) == ("float", "+", 2)
     assert specs["mode"].choices == ("a", "b") and specs["flavour"].choices == ("x", "y")
     assert specs["verbose"].kind == "bool" and specs["path"].allow_none
-    assert list(specs)[0] == "seed"          # from ExperimentSettings, for every experiment
+    assert list(specs)[0] == "seed"  # from ExperimentSettings, for every experiment
     assert _runner.flag("n_train") == "--n-train"
 
 
@@ -80,6 +85,7 @@ def test_unsupported_annotation_is_refused():
     @dataclasses.dataclass(frozen=True)
     class Bad(ExperimentSettings):
         table: dict = option(None, "a table")
+
     with pytest.raises(TypeError, match="Bad.table"):
         _runner.field_specs(Bad)
 
@@ -88,20 +94,63 @@ def test_flags_defaults_and_help(toy, capsys):
     assert _parse([]) == ToySettings()
     with pytest.raises(SystemExit):
         cli.main(["run", "toy", "--help"])
-    text = " ".join(capsys.readouterr().out.split())      # argparse wraps lines
-    for flag in ("--n", "--rate", "--widths", "--pair A B", "--mode {a,b}", "--flavour {x,y}",
-                 "--verbose", "--no-verbose", "--path", "--seed", "--size {default,small}",
-                 "--out", "--quiet"):
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for flag in (
+        "--n",
+        "--rate",
+        "--widths",
+        "--pair A B",
+        "--mode {a,b}",
+        "--flavour {x,y}",
+        "--verbose",
+        "--no-verbose",
+        "--path",
+        "--seed",
+        "--size {default,small}",
+        "--out",
+        "--quiet",
+    ):
         assert flag in text, flag
     assert "how many points (default 3; small: 1)" in text
     assert "widths (default 4 8; small: 2 3)" in text
 
 
 def test_flags_parse_to_typed_settings(toy):
-    s = _parse(["--n", "5", "--rate", "0.25", "--widths", "1", "2", "3", "--pair", "5", "6",
-                "--mode", "b", "--flavour", "y", "--verbose", "--path", "/tmp", "--seed", "7"])
-    assert s == ToySettings(seed=7, n=5, rate=0.25, widths=(1, 2, 3), pair=(5, 6), mode="b",
-                            flavour="y", verbose=True, path="/tmp")
+    s = _parse(
+        [
+            "--n",
+            "5",
+            "--rate",
+            "0.25",
+            "--widths",
+            "1",
+            "2",
+            "3",
+            "--pair",
+            "5",
+            "6",
+            "--mode",
+            "b",
+            "--flavour",
+            "y",
+            "--verbose",
+            "--path",
+            "/tmp",
+            "--seed",
+            "7",
+        ]
+    )
+    assert s == ToySettings(
+        seed=7,
+        n=5,
+        rate=0.25,
+        widths=(1, 2, 3),
+        pair=(5, 6),
+        mode="b",
+        flavour="y",
+        verbose=True,
+        path="/tmp",
+    )
     assert isinstance(s.widths, tuple) and isinstance(s.rate, float)
 
 
@@ -112,8 +161,9 @@ def test_presets_and_explicit_flags_override_them(toy):
     assert _parse(["--size", "small", "--n", "3"]).n == 3
 
 
-@pytest.mark.parametrize("argv", [["--n", "2.5"], ["--mode", "c"], ["--pair", "1"],
-                                  ["--size", "huge"], ["--widths"]])
+@pytest.mark.parametrize(
+    "argv", [["--n", "2.5"], ["--mode", "c"], ["--pair", "1"], ["--size", "huge"], ["--widths"]]
+)
 def test_argparse_refuses_malformed_flags(toy, argv, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["run", "toy", *argv])
@@ -121,21 +171,24 @@ def test_argparse_refuses_malformed_flags(toy, argv, capsys):
     assert argv[0] in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("kwargs, name, got, exc", [
-    (dict(rate=math.nan), "`rate`", "nan", ValueError),
-    (dict(rate=0.0), "`rate`", "0.0", ValueError),
-    (dict(n=0), "`n`", "0", ValueError),
-    (dict(n=2.0), "`n`", "2.0", TypeError),
-    (dict(n=True), "`n`", "True", TypeError),
-    (dict(widths=(8,)), "`widths`", "[8]", ValueError),
-    (dict(widths=(8, 0)), "`widths[1]`", "0", ValueError),
-    (dict(pair=(1, 2, 3)), "`pair`", "[1, 2, 3]", ValueError),
-    (dict(pair=(4, 4)), "`pair`", "[4, 4]", ValueError),
-    (dict(mode="c"), "`mode`", "'c'", ValueError),
-    (dict(verbose=1), "`verbose`", "1", TypeError),
-    (dict(path=3), "`path`", "3", TypeError),
-    (dict(seed=-1), "`seed`", "-1", ValueError),
-])
+@pytest.mark.parametrize(
+    "kwargs, name, got, exc",
+    [
+        (dict(rate=math.nan), "`rate`", "nan", ValueError),
+        (dict(rate=0.0), "`rate`", "0.0", ValueError),
+        (dict(n=0), "`n`", "0", ValueError),
+        (dict(n=2.0), "`n`", "2.0", TypeError),
+        (dict(n=True), "`n`", "True", TypeError),
+        (dict(widths=(8,)), "`widths`", "[8]", ValueError),
+        (dict(widths=(8, 0)), "`widths[1]`", "0", ValueError),
+        (dict(pair=(1, 2, 3)), "`pair`", "[1, 2, 3]", ValueError),
+        (dict(pair=(4, 4)), "`pair`", "[4, 4]", ValueError),
+        (dict(mode="c"), "`mode`", "'c'", ValueError),
+        (dict(verbose=1), "`verbose`", "1", TypeError),
+        (dict(path=3), "`path`", "3", TypeError),
+        (dict(seed=-1), "`seed`", "-1", ValueError),
+    ],
+)
 def test_validate_names_the_setting_and_the_value(kwargs, name, got, exc):
     with pytest.raises(exc) as err:
         ToySettings(**kwargs).validate()
@@ -143,15 +196,21 @@ def test_validate_names_the_setting_and_the_value(kwargs, name, got, exc):
 
 
 def test_min_len_message_says_why():
-    with pytest.raises(ValueError, match=r"`--widths` must be 2 or more ints \(to fit a slope\); "
-                                         r"got \[8\]\."):
+    with pytest.raises(
+        ValueError,
+        match=r"`--widths` must be 2 or more ints \(to fit a slope\); "
+        r"got \[8\]\.",
+    ):
         _runner.validate(ToySettings(widths=(8,)), _runner.flag)
 
 
 def test_cli_validates_before_the_experiment_runs(toy, tmp_path, capsys):
     out = tmp_path / "run"
-    for argv, flag in ((["--rate", "nan"], "--rate"), (["--widths", "8"], "--widths"),
-                       (["--pair", "3", "3"], "--pair")):
+    for argv, flag in (
+        (["--rate", "nan"], "--rate"),
+        (["--widths", "8"], "--widths"),
+        (["--pair", "3", "3"], "--pair"),
+    ):
         assert cli.main(["run", "toy", "--out", str(out), "--quiet", *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"jaxdyn run toy: `{flag}` must be ") and "\n" not in err

@@ -5,6 +5,7 @@ XLA fixes the device count when JAX starts, so the check runs in a fresh interpr
 it runs every (method, option) pair once, x2 given or None alternating so that each method and
 each option meets both (9 of the 18 cases); the slow twin runs the whole product.
 """
+
 import os
 import subprocess
 import sys
@@ -69,10 +70,17 @@ SCRIPT = textwrap.dedent("""
 
 
 def run_script(cases):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", SCRIPT, cases], env=env, capture_output=True,
-                         check=False, text=True, timeout=600)
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, cases],
+        env=env,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0 and "SHARDING-OK" in out.stdout, out.stderr[-4000:]
 
 

@@ -5,6 +5,7 @@ The adapters live in `jaxdyn.adapters`; the discovery of the structure in `jaxdy
 References are independent of the structure: `apply_fn` itself, `jax.jacrev` of `apply_fn`
 with respect to `params`, and `empirical_ntk(..., method="jacobian")`.
 """
+
 import functools
 
 import flax.linen as nn
@@ -50,8 +51,11 @@ class LinenSetupMLP(nn.Module):
     """Dense layers defined in setup, in a list, called out of definition order."""
 
     def setup(self):
-        self.layers = [nn.Dense(5, param_dtype=F64), nn.Dense(K_OUT, param_dtype=F64),
-                       nn.Dense(5, param_dtype=F64)]
+        self.layers = [
+            nn.Dense(5, param_dtype=F64),
+            nn.Dense(K_OUT, param_dtype=F64),
+            nn.Dense(5, param_dtype=F64),
+        ]
 
     def __call__(self, x):
         x = nn.gelu(self.layers[0](x))
@@ -62,8 +66,12 @@ class LinenSetupMLP(nn.Module):
 class NnxMLP(nnx.Module):
     def __init__(self, rngs):
         self.out = nnx.Linear(4, K_OUT, param_dtype=F64, rngs=rngs)
-        self.layers = nnx.List([nnx.Linear(D_IN, 6, param_dtype=F64, rngs=rngs),
-                                nnx.Linear(6, 4, use_bias=False, param_dtype=F64, rngs=rngs)])
+        self.layers = nnx.List(
+            [
+                nnx.Linear(D_IN, 6, param_dtype=F64, rngs=rngs),
+                nnx.Linear(6, 4, use_bias=False, param_dtype=F64, rngs=rngs),
+            ]
+        )
 
     def __call__(self, x):
         for layer in self.layers:
@@ -81,11 +89,13 @@ STRUCTURED = {
     "linen_mlp": lambda: _linen(LinenMLP()),
     "linen_setup": lambda: _linen(LinenSetupMLP()),
     "linen_variables_only": lambda: from_linen(
-        LinenMLP(), jax.jit(LinenMLP().init)(jax.random.key(2), _x())),
+        LinenMLP(), jax.jit(LinenMLP().init)(jax.random.key(2), _x())
+    ),
     "nnx_mlp": lambda: from_nnx(NnxMLP(nnx.Rngs(3))),
     "nnx_mlp_example": lambda: from_nnx(NnxMLP(nnx.Rngs(3)), _x()),
     "nnx_single_linear": lambda: from_nnx(
-        nnx.Linear(D_IN, K_OUT, param_dtype=F64, rngs=nnx.Rngs(4))),
+        nnx.Linear(D_IN, K_OUT, param_dtype=F64, rngs=nnx.Rngs(4))
+    ),
 }
 
 
@@ -127,18 +137,20 @@ def test_identity_tap_and_tap_gradients(name):
     def probed(q):
         return structure.apply(params, x, lambda l, h, z: z + q[l])
 
-    grads = jax.jit(jax.jacrev(probed))(probes)                         # [(n, k, n, width)]
+    grads = jax.jit(jax.jacrev(probed))(probes)  # [(n, k, n, width)]
     jac = jax.tree_util.tree_leaves(jax.jit(jax.jacrev(apply_fn))(params, x))  # [(n, k, *leaf)]
 
     covered = set()
     for l, layer in enumerate(layers):
         assert layer.conv is None and layer.c_W == 1.0 and layer.c_b == 1.0
-        g = jnp.einsum("iaiw->iaw", grads[l])                          # (n, k, width)
+        g = jnp.einsum("iaiw->iaw", grads[l])  # (n, k, width)
         np.testing.assert_array_equal(
-            jnp.einsum("iaiw->iaw", grads[l].at[jnp.arange(N), :, jnp.arange(N)].set(0)), 0)
+            jnp.einsum("iaiw->iaw", grads[l].at[jnp.arange(N), :, jnp.arange(N)].set(0)), 0
+        )
         assert leaves[layer.w_leaf].shape == (inputs[l].shape[1], g.shape[-1])
         np.testing.assert_allclose(
-            jnp.einsum("if,iaw->iafw", inputs[l], g), jac[layer.w_leaf], rtol=1e-13, atol=1e-15)
+            jnp.einsum("if,iaw->iafw", inputs[l], g), jac[layer.w_leaf], rtol=1e-13, atol=1e-15
+        )
         covered.add(layer.w_leaf)
         if layer.b_leaf is not None:
             np.testing.assert_allclose(g, jac[layer.b_leaf], rtol=1e-13, atol=1e-15)
@@ -146,8 +158,9 @@ def test_identity_tap_and_tap_gradients(name):
     assert covered == set(range(len(leaves)))
 
 
-@pytest.mark.parametrize("name, same_as", [("linen_variables_only", "linen_mlp"),
-                                            ("nnx_mlp_example", "nnx_mlp")])
+@pytest.mark.parametrize(
+    "name, same_as", [("linen_variables_only", "linen_mlp"), ("nnx_mlp_example", "nnx_mlp")]
+)
 def test_structure_without_or_with_example_input(name, same_as):
     """Linen variables without `x_example` (fan-ins guessed from the kernels) and nnx with
     one find the same layers as the other path; apply is still apply_fn."""
@@ -171,11 +184,12 @@ def test_bias_free_layer_has_no_bias_leaf():
 def test_structured_ntk_equals_jacobian_ntk(name):
     apply_fn, params = structured(name)
     x1, x2 = _x(7), _x(8, (4, D_IN))
-    ref = StackedNTK(apply_fn, params, x1, x2)   # method="jacobian" on [x1; x2], sliced
+    ref = StackedNTK(apply_fn, params, x1, x2)  # method="jacobian" on [x1; x2], sliced
     for trace_axes, args in [((-1,), (x1,)), ((), (x1, x2))]:
         want = ref(trace_axes, with_x2=len(args) == 2)
-        got = jaxdyn.empirical_ntk(apply_fn, params, *args, trace_axes=trace_axes,
-                                   method="structured")
+        got = jaxdyn.empirical_ntk(
+            apply_fn, params, *args, trace_axes=trace_axes, method="structured"
+        )
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
 
@@ -249,7 +263,9 @@ class LinenDenseTwice(nn.Module):
 class LinenDense3D(nn.Module):
     @nn.compact
     def __call__(self, x):
-        h = nn.Dense(4, param_dtype=F64)(x[:, :, None] * jnp.ones((1, 1, 2), F64))  # (n, d, 2) -> (n, d, 4)
+        h = nn.Dense(4, param_dtype=F64)(
+            x[:, :, None] * jnp.ones((1, 1, 2), F64)
+        )  # (n, d, 2) -> (n, d, 4)
         return nn.Dense(K_OUT, param_dtype=F64)(h.reshape(x.shape[0], -1))
 
 

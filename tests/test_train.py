@@ -1,4 +1,5 @@
 """train.trajectory against exact recurrences, step-by-step optax loops and closed forms."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,13 +30,25 @@ def _full_kernels(params, x, xt):
 def test_linearized_sgd_equals_closed_form(setup, beta):
     """The linearized network trained by optax equals dynamics.mse(kind="gd"/"momentum")."""
     params, x, y, xt = setup
-    k, kt = _full_kernels(params, x, xt)        # full (n, n, k, k): exact for any k
+    k, kt = _full_kernels(params, x, xt)  # full (n, n, k, k): exact for any k
     kind = "gd" if beta is None else "momentum"
-    lr = 0.4 * float(jaxdyn.dynamics.mse(k, y, kind=kind, momentum=beta).critical_learning_rate) \
-        if beta is not None else 0.4 * float(jaxdyn.dynamics.mse(k, y).critical_learning_rate)
+    lr = (
+        0.4 * float(jaxdyn.dynamics.mse(k, y, kind=kind, momentum=beta).critical_learning_rate)
+        if beta is not None
+        else 0.4 * float(jaxdyn.dynamics.mse(k, y).critical_learning_rate)
+    )
     opt = optax.sgd(lr) if beta is None else optax.sgd(lr, momentum=beta)
-    traj = train.trajectory(mlp_apply, params, x, y, optimizer=opt, steps=300, record_every=20,
-                            x_test=xt, linearize=True)
+    traj = train.trajectory(
+        mlp_apply,
+        params,
+        x,
+        y,
+        optimizer=opt,
+        steps=300,
+        record_every=20,
+        x_test=xt,
+        linearize=True,
+    )
     pred = jaxdyn.dynamics.mse(k, y, learning_rate=lr, kind=kind, momentum=beta)
     f0, f0t = mlp_apply(params, x), mlp_apply(params, xt)
     tr, te = pred(traj.steps, f0, f0t, kt)
@@ -53,8 +66,16 @@ def test_float32_agreement_documented(setup):
     k, kt = _full_kernels(params, x, xt)
     lr = 0.4 * float(jaxdyn.dynamics.mse(k, y).critical_learning_rate)
     f32 = lambda t: jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), t)  # noqa: E731
-    traj = train.trajectory(mlp_apply, f32(params), f32(x), f32(y), optimizer=optax.sgd(lr),
-                            steps=300, record_every=100, linearize=True)
+    traj = train.trajectory(
+        mlp_apply,
+        f32(params),
+        f32(x),
+        f32(y),
+        optimizer=optax.sgd(lr),
+        steps=300,
+        record_every=100,
+        linearize=True,
+    )
     assert traj.f_train.dtype == jnp.float32
     tr = jaxdyn.dynamics.mse(k, y, learning_rate=lr, kind="gd")(traj.steps, mlp_apply(params, x))
     np.testing.assert_allclose(traj.f_train, tr, rtol=0, atol=1e-5)
@@ -63,23 +84,29 @@ def test_float32_agreement_documented(setup):
 def test_scan_equals_python_loop(setup):
     params, x, y, xt = setup
     opt = optax.adam(1e-2)
-    traj = train.trajectory(mlp_apply, params, x, y, optimizer=opt, steps=30, record_every=10,
-                            keep_params=True)
+    traj = train.trajectory(
+        mlp_apply, params, x, y, optimizer=opt, steps=30, record_every=10, keep_params=True
+    )
     p, s = params, opt.init(params)
     loss = lambda q: 0.5 * jnp.mean((mlp_apply(q, x) - y) ** 2)  # noqa: E731
 
-    @jax.jit     # one optax step, compiled once; the loop over steps stays in Python
+    @jax.jit  # one optax step, compiled once; the loop over steps stays in Python
     def opt_step(p, s):
         u, s = opt.update(jax.grad(loss)(p), s, p)
         return optax.apply_updates(p, u), s
+
     for step in range(1, 31):
         p, s = opt_step(p, s)
         if step % 10 == 0:
             i = step // 10
             np.testing.assert_allclose(traj.f_train[i], mlp_apply(p, x), rtol=1e-11, atol=1e-12)
             np.testing.assert_allclose(traj.loss[i], loss(p), rtol=1e-11)
-            dist = np.sqrt(sum(float(jnp.sum((a - b) ** 2)) for a, b in
-                               zip(jax.tree_util.tree_leaves(p), jax.tree_util.tree_leaves(params))))
+            dist = np.sqrt(
+                sum(
+                    float(jnp.sum((a - b) ** 2))
+                    for a, b in zip(jax.tree_util.tree_leaves(p), jax.tree_util.tree_leaves(params))
+                )
+            )
             np.testing.assert_allclose(traj.param_distance[i], dist, rtol=1e-10)
             for a, b in zip(jax.tree_util.tree_leaves(traj.params), jax.tree_util.tree_leaves(p)):
                 np.testing.assert_allclose(a[i], b, rtol=1e-11, atol=1e-12)
@@ -92,10 +119,20 @@ def test_vmapped_ensemble_equals_one_by_one(setup):
 
     def run(key):
         p0 = init_mlp(key, [3, 32, 2])
-        return train.trajectory(mlp_apply, p0, x, y, optimizer=optax.sgd(0.5), steps=40,
-                                record_every=10, batch_size=4, key=key)
+        return train.trajectory(
+            mlp_apply,
+            p0,
+            x,
+            y,
+            optimizer=optax.sgd(0.5),
+            steps=40,
+            record_every=10,
+            batch_size=4,
+            key=key,
+        )
+
     ens = jax.vmap(run)(keys)
-    one_by_one = jax.jit(run)    # one member per call: compiled once for the three keys
+    one_by_one = jax.jit(run)  # one member per call: compiled once for the three keys
     for i, key in enumerate(keys):
         one = one_by_one(key)
         np.testing.assert_allclose(ens.f_train[i], one.f_train, rtol=1e-11, atol=1e-12)
@@ -106,41 +143,76 @@ def test_minibatch_sampling(setup):
     params, x, y, _ = setup
     kw = dict(optimizer=optax.sgd(0.3), steps=12, record_every=3)
     full = train.trajectory(mlp_apply, params, x, y, **kw)
-    whole = train.trajectory(mlp_apply, params, x, y, batch_size=12, key=jax.random.PRNGKey(0), **kw)
+    whole = train.trajectory(
+        mlp_apply, params, x, y, batch_size=12, key=jax.random.PRNGKey(0), **kw
+    )
     # a batch of all n points (in any order) is full-batch GD: same gradient up to summation order
     np.testing.assert_allclose(whole.f_train, full.f_train, rtol=1e-12, atol=1e-12)
     # minibatch runs from a key: compiled once, then run for each key
-    run = jax.jit(lambda key: train.trajectory(mlp_apply, params, x, y, batch_size=4, key=key, **kw))
+    run = jax.jit(
+        lambda key: train.trajectory(mlp_apply, params, x, y, batch_size=4, key=key, **kw)
+    )
     a, b, c = run(jax.random.PRNGKey(1)), run(jax.random.PRNGKey(1)), run(jax.random.PRNGKey(2))
     np.testing.assert_array_equal(a.f_train, b.f_train)
     assert not np.allclose(a.f_train, c.f_train)
     # each epoch visits every example exactly once
-    idx = np.concatenate([np.asarray(train._minibatch(jax.random.PRNGKey(1), jnp.int32(s), 12, 4))
-                          for s in range(3)])
+    idx = np.concatenate(
+        [np.asarray(train._minibatch(jax.random.PRNGKey(1), jnp.int32(s), 12, 4)) for s in range(3)]
+    )
     np.testing.assert_array_equal(np.sort(idx), np.arange(12))
 
 
 def test_kernel_recording_and_change(setup):
     params, x, y, _ = setup
-    traj = train.trajectory(mlp_apply, params, x, y, optimizer=optax.sgd(1.0), steps=40,
-                            record_every=10, kernel_every=20, keep_params=True)
+    traj = train.trajectory(
+        mlp_apply,
+        params,
+        x,
+        y,
+        optimizer=optax.sgd(1.0),
+        steps=40,
+        record_every=10,
+        kernel_every=20,
+        keep_params=True,
+    )
     np.testing.assert_array_equal(traj.ntk_steps, [0, 20, 40])
     np.testing.assert_allclose(traj.ntk[0], jaxdyn.empirical_ntk(mlp_apply, params, x), rtol=1e-12)
     last = jax.tree_util.tree_map(lambda a: a[-1], traj.params)
     np.testing.assert_allclose(traj.ntk[-1], jaxdyn.empirical_ntk(mlp_apply, last, x), rtol=1e-11)
     change = train.kernel_change(traj)
     assert change[0] == 0 and float(change[-1]) > 1e-4
-    lin = train.trajectory(mlp_apply, params, x, y, optimizer=optax.sgd(1.0), steps=40,
-                           record_every=10, kernel_every=20, linearize=True)
-    np.testing.assert_allclose(train.kernel_change(lin), 0.0, atol=1e-12)  # linear model: constant NTK
+    lin = train.trajectory(
+        mlp_apply,
+        params,
+        x,
+        y,
+        optimizer=optax.sgd(1.0),
+        steps=40,
+        record_every=10,
+        kernel_every=20,
+        linearize=True,
+    )
+    np.testing.assert_allclose(
+        train.kernel_change(lin), 0.0, atol=1e-12
+    )  # linear model: constant NTK
 
 
 def test_cross_entropy(setup):
     params, x, _, xt = setup
     labels = jnp.arange(12) % 2
     y = jax.nn.one_hot(labels, 2)
-    traj = train.trajectory(mlp_apply, params, x, y, optimizer=optax.sgd(1.0), steps=50,
-                            record_every=25, loss="cross_entropy", x_test=xt, y_test=y[:5])
+    traj = train.trajectory(
+        mlp_apply,
+        params,
+        x,
+        y,
+        optimizer=optax.sgd(1.0),
+        steps=50,
+        record_every=25,
+        loss="cross_entropy",
+        x_test=xt,
+        y_test=y[:5],
+    )
     ref = -jnp.mean(jnp.sum(y * jax.nn.log_softmax(traj.f_train[-1]), axis=-1))
     np.testing.assert_allclose(traj.loss[-1], ref, rtol=1e-12)
     assert traj.loss[-1] < traj.loss[0] and traj.test_loss.shape == (3,)
@@ -151,20 +223,31 @@ def test_divergence_warns(setup):
     k = jaxdyn.empirical_ntk(mlp_apply, params, x)
     lr = 50 * float(jaxdyn.dynamics.mse(k, y).critical_learning_rate)
     with pytest.warns(RuntimeWarning, match="diverged"):
-        train.trajectory(mlp_apply, params, x, y, optimizer=optax.sgd(lr), steps=200,
-                         record_every=50, linearize=True)
+        train.trajectory(
+            mlp_apply,
+            params,
+            x,
+            y,
+            optimizer=optax.sgd(lr),
+            steps=200,
+            record_every=50,
+            linearize=True,
+        )
 
 
-@pytest.mark.parametrize("kwargs, exc, match", [
-    (dict(steps=10, record_every=3), ValueError, "multiple of `record_every`"),
-    (dict(steps=0), ValueError, "steps"),
-    (dict(kernel_every=3, record_every=2), ValueError, "kernel_every"),
-    (dict(batch_size=4), ValueError, "key"),
-    (dict(batch_size=100, key=jax.random.PRNGKey(0)), ValueError, "batch_size"),
-    (dict(loss="hinge"), ValueError, "loss"),
-    (dict(optimizer="sgd"), TypeError, "optimizer"),
-    (dict(y_test=jnp.ones((5, 2))), ValueError, "y_test"),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(steps=10, record_every=3), ValueError, "multiple of `record_every`"),
+        (dict(steps=0), ValueError, "steps"),
+        (dict(kernel_every=3, record_every=2), ValueError, "kernel_every"),
+        (dict(batch_size=4), ValueError, "key"),
+        (dict(batch_size=100, key=jax.random.PRNGKey(0)), ValueError, "batch_size"),
+        (dict(loss="hinge"), ValueError, "loss"),
+        (dict(optimizer="sgd"), TypeError, "optimizer"),
+        (dict(y_test=jnp.ones((5, 2))), ValueError, "y_test"),
+    ],
+)
 def test_errors(setup, kwargs, exc, match):
     params, x, y, _ = setup
     base = dict(optimizer=optax.sgd(0.1), steps=10)
@@ -178,8 +261,14 @@ def test_input_errors(setup):
     with pytest.raises(ValueError, match="y_train"):
         train.trajectory(mlp_apply, params, x, y[:5], optimizer=optax.sgd(0.1), steps=1)
     with pytest.raises(ValueError, match="x_test"):
-        train.trajectory(mlp_apply, params, x, y, optimizer=optax.sgd(0.1), steps=1, x_test=xt[:, :2])
+        train.trajectory(
+            mlp_apply, params, x, y, optimizer=optax.sgd(0.1), steps=1, x_test=xt[:, :2]
+        )
     with pytest.raises(ValueError, match="NaN"):
-        train.trajectory(mlp_apply, params, x.at[0, 0].set(jnp.nan), y, optimizer=optax.sgd(0.1), steps=1)
+        train.trajectory(
+            mlp_apply, params, x.at[0, 0].set(jnp.nan), y, optimizer=optax.sgd(0.1), steps=1
+        )
     with pytest.raises(ValueError, match="holds no NTK"):
-        train.kernel_change(train.trajectory(mlp_apply, params, x, y, optimizer=optax.sgd(0.1), steps=1))
+        train.kernel_change(
+            train.trajectory(mlp_apply, params, x, y, optimizer=optax.sgd(0.1), steps=1)
+        )

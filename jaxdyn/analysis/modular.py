@@ -39,6 +39,7 @@ Parameters are `{"W_a": (width, d), "W_b": (width, d), "W_c": (d, width)}` (PyTo
 layout: `(out, in)`). Everything except `factorize` (host-side, a search over permutations) is
 pure and jit/vmap-able; value checks (indices inside Z_d) run on concrete inputs only.
 """
+
 from __future__ import annotations
 
 import functools
@@ -66,10 +67,25 @@ Array = Any
 Params = dict
 
 __all__ = [
-    "quadratic_net", "all_pairs", "projected_mse", "accuracy", "optimizer",
-    "fourier_coefficients", "fourier_params", "FrequencyOrders", "frequency_orders",
-    "z_nu", "z_xi", "z_syn", "from_fourier", "construct", "memorization", "ring_add",
-    "ring_mul", "Factorization", "factorize",
+    "quadratic_net",
+    "all_pairs",
+    "projected_mse",
+    "accuracy",
+    "optimizer",
+    "fourier_coefficients",
+    "fourier_params",
+    "FrequencyOrders",
+    "frequency_orders",
+    "z_nu",
+    "z_xi",
+    "z_syn",
+    "from_fourier",
+    "construct",
+    "memorization",
+    "ring_add",
+    "ring_mul",
+    "Factorization",
+    "factorize",
 ]
 
 OMEGA3 = complex(math.cos(2 * math.pi / 3), math.sin(2 * math.pi / 3))
@@ -77,11 +93,15 @@ OMEGA3 = complex(math.cos(2 * math.pi / 3), math.sin(2 * math.pi / 3))
 
 # --------------------------------------------------------------------------- checks
 
+
 def _check_d(name: str, d: Any) -> int:
     d = check_int(name, d, minimum=3, hint="an odd modulus")
     if d % 2 == 0:
-        fail(name, "an odd int >= 3 (frequencies k and d - k pair up; d = 2k has no partner)",
-             describe(d))
+        fail(
+            name,
+            "an odd int >= 3 (frequencies k and d - k pair up; d = 2k has no partner)",
+            describe(d),
+        )
     return d
 
 
@@ -92,22 +112,32 @@ def _check_indices(name: str, x: Any, d: int, shape: tuple | None = None) -> Arr
     if is_concrete(x):
         v = np.asarray(x)
         if v.size and (v.min() < 0 or v.max() >= d):
-            fail(name, f"indices in Z_d = [0, {d - 1}]",
-                 f"values from {int(v.min())} to {int(v.max())}")
+            fail(
+                name,
+                f"indices in Z_d = [0, {d - 1}]",
+                f"values from {int(v.min())} to {int(v.max())}",
+            )
     return jnp.asarray(x)
 
 
 def _ref_params(d: int, width: int) -> Params:
     f = jax.ShapeDtypeStruct
-    return {"W_a": f((width, d), jnp.float32), "W_b": f((width, d), jnp.float32),
-            "W_c": f((d, width), jnp.float32)}
+    return {
+        "W_a": f((width, d), jnp.float32),
+        "W_b": f((width, d), jnp.float32),
+        "W_c": f((d, width), jnp.float32),
+    }
 
 
 def _check_net_params(name: str, params: Any) -> tuple[int, int]:
     """Checks a parameter dict of any width; returns (d, width)."""
     if not isinstance(params, dict) or set(params) != {"W_a", "W_b", "W_c"}:
-        fail(name, "a dict with keys 'W_a', 'W_b', 'W_c' (from quadratic_net's init_fn)",
-             describe(params), TypeError)
+        fail(
+            name,
+            "a dict with keys 'W_a', 'W_b', 'W_c' (from quadratic_net's init_fn)",
+            describe(params),
+            TypeError,
+        )
     check_array(f"{name}['W_a']", params["W_a"], ndim=2, kinds="f")
     width, d = params["W_a"].shape
     check_params(name, params, "quadratic_net(d, width) parameters", _ref_params(d, width))
@@ -115,6 +145,7 @@ def _check_net_params(name: str, params: Any) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- the model
+
 
 def quadratic_net(d: int, width: int) -> tuple[Callable, Callable]:
     """The two-layer quadratic network `o(a, b) = W_c (W_a e_a + W_b e_b)^2`, no biases.
@@ -140,29 +171,37 @@ def quadratic_net(d: int, width: int) -> tuple[Callable, Callable]:
     d = _check_d("quadratic_net(d)", d)
     width = check_int("quadratic_net(width)", width, minimum=1)
 
-    @functools.partial(jax.jit, static_argnames="dtype")    # one compilation, not one per op
+    @functools.partial(jax.jit, static_argnames="dtype")  # one compilation, not one per op
     def _init(key: Array, dtype: Any) -> Params:
         ka, kb, kc = jax.random.split(key, 3)
         u = lambda k, shape, fan_in: jax.random.uniform(  # noqa: E731
-            k, shape, dtype, -1.0 / math.sqrt(fan_in), 1.0 / math.sqrt(fan_in))
-        return {"W_a": u(ka, (width, d), d), "W_b": u(kb, (width, d), d),
-                "W_c": u(kc, (d, width), width)}
+            k, shape, dtype, -1.0 / math.sqrt(fan_in), 1.0 / math.sqrt(fan_in)
+        )
+        return {
+            "W_a": u(ka, (width, d), d),
+            "W_b": u(kb, (width, d), d),
+            "W_c": u(kc, (d, width), width),
+        }
 
     def init_fn(key: Array, dtype: Any = None) -> Params:
         return _init(key, np.dtype(dtype or jnp.zeros(()).dtype))
 
     @jax.jit
     def _forward(params: Params, pairs: Array) -> Array:
-        h = jnp.take(params["W_a"], pairs[:, 0], axis=1) \
-            + jnp.take(params["W_b"], pairs[:, 1], axis=1)      # (width, n)
-        return (params["W_c"] @ (h * h)).T                      # (n, d)
+        h = jnp.take(params["W_a"], pairs[:, 0], axis=1) + jnp.take(
+            params["W_b"], pairs[:, 1], axis=1
+        )  # (width, n)
+        return (params["W_c"] @ (h * h)).T  # (n, d)
 
     def apply_fn(params: Params, pairs: Array) -> Array:
         check_params("apply_fn(params)", params, "init_fn(key)", _ref_params(d, width))
         check_array("apply_fn(pairs)", pairs, ndim=2, kinds="iu")
         if pairs.shape[1] != 2:
-            fail("apply_fn(pairs)", "an (n, 2) int array of pairs (a, b)",
-                 f"shape {tuple(pairs.shape)}")
+            fail(
+                "apply_fn(pairs)",
+                "an (n, 2) int array of pairs (a, b)",
+                f"shape {tuple(pairs.shape)}",
+            )
         return _forward(params, _check_indices("apply_fn(pairs)", pairs, d))
 
     return init_fn, apply_fn
@@ -180,8 +219,11 @@ def _check_outputs_pairs(fn: str, outputs: Any, a: Any, b: Any, d: Any) -> tuple
     check_array(f"{fn}(outputs)", outputs, ndim=2, kinds="f")
     n = outputs.shape[0]
     if outputs.shape[1] != d:
-        fail(f"{fn}(outputs)", f"an (n, {d}) array (one column per class of Z_{d})",
-             f"shape {tuple(outputs.shape)}")
+        fail(
+            f"{fn}(outputs)",
+            f"an (n, {d}) array (one column per class of Z_{d})",
+            f"shape {tuple(outputs.shape)}",
+        )
     a = _check_indices(f"{fn}(a)", a, d, (n,))
     b = _check_indices(f"{fn}(b)", b, d, (n,))
     return d, a, b
@@ -234,6 +276,7 @@ def optimizer(learning_rate: float, weight_decay: float) -> optax.GradientTransf
 
 # --------------------------------------------------------------------------- Fourier view
 
+
 def _dft(d: int, sign: int, dtype: Any) -> Array:
     # (x * k) mod d keeps the phases exact for large d
     xk = (np.arange(d)[:, None] * np.arange(d)[None, :]) % d
@@ -267,8 +310,11 @@ def fourier_params(params: Params) -> tuple[Array, Array, Array]:
     """
     _check_net_params("fourier_params(params)", params)
     wc = params["W_c"].T
-    return (fourier_coefficients(params["W_a"]), fourier_coefficients(params["W_b"]),
-            wc.astype(_complex_dtype(wc)) @ _dft(wc.shape[1], 1, _complex_dtype(wc)))
+    return (
+        fourier_coefficients(params["W_a"]),
+        fourier_coefficients(params["W_b"]),
+        wc.astype(_complex_dtype(wc)) @ _dft(wc.shape[1], 1, _complex_dtype(wc)),
+    )
 
 
 class FrequencyOrders(NamedTuple):
@@ -280,6 +326,7 @@ class FrequencyOrders(NamedTuple):
         when none is above the threshold (0: the neuron is mostly constant in a).
       assigned: `(K,)` int; how many neurons are assigned to each k (the q of `factorize`).
     """
+
     orders: Array
     assignment: Array
     assigned: Array
@@ -306,7 +353,7 @@ def frequency_orders(params: Params, *, threshold: float = 0.05) -> FrequencyOrd
 @jax.jit
 def _frequency_orders(w_a: Array, threshold: Array) -> FrequencyOrders:
     k_max = (w_a.shape[1] - 1) // 2
-    mag = jnp.abs(fourier_coefficients(w_a))[:, : k_max + 1]            # (width, K + 1)
+    mag = jnp.abs(fourier_coefficients(w_a))[:, : k_max + 1]  # (width, K + 1)
     orders = jnp.sum(mag[:, 1:] > threshold, axis=0)
     best = jnp.argmax(mag, axis=1)
     assignment = jnp.where(jnp.max(mag, axis=1) > threshold, best, -1)
@@ -316,12 +363,13 @@ def _frequency_orders(w_a: Array, threshold: Array) -> FrequencyOrders:
 
 # --------------------------------------------------------------------------- constructions
 
+
 def z_nu(nu: complex = 1j) -> np.ndarray:
     """Order-2 factor `[(1, 1, 1), (nu, -nu, -nu^-2)]`: `(3, 2)` complex, rows (a, b, c)."""
     nu = complex(nu)
     if nu == 0 or not math.isfinite(abs(nu)):
         fail("z_nu(nu)", "a finite non-zero complex number", describe(nu))
-    return np.array([[1, nu], [1, -nu], [1, -nu ** -2]], dtype=complex)
+    return np.array([[1, nu], [1, -nu], [1, -(nu**-2)]], dtype=complex)
 
 
 def z_xi(xi: complex = complex(math.cos(math.pi / 4), math.sin(math.pi / 4))) -> np.ndarray:
@@ -360,11 +408,19 @@ def from_fourier(d: int, blocks: Sequence[tuple[int, Any]]) -> Params:
         k = check_int(f"from_fourier(blocks[{i}][0])", k, minimum=1, maximum=(d - 1) // 2)
         f = np.asarray(f, dtype=complex)
         if f.ndim != 2 or f.shape[0] != 3:
-            fail(f"from_fourier(blocks[{i}][1])", "a (3, q) complex array (rows a, b, c)",
-                 f"shape {f.shape}")
-        e = np.exp(2j * np.pi * ((x * k) % d) / d)                        # (d,)
-        rows.append((2 * np.real(f[0][:, None] * e), 2 * np.real(f[1][:, None] * e),
-                     2 * np.real(f[2][:, None] * np.conj(e))))
+            fail(
+                f"from_fourier(blocks[{i}][1])",
+                "a (3, q) complex array (rows a, b, c)",
+                f"shape {f.shape}",
+            )
+        e = np.exp(2j * np.pi * ((x * k) % d) / d)  # (d,)
+        rows.append(
+            (
+                2 * np.real(f[0][:, None] * e),
+                2 * np.real(f[1][:, None] * e),
+                2 * np.real(f[2][:, None] * np.conj(e)),
+            )
+        )
     if not rows:
         fail("from_fourier(blocks)", "at least one (k, F) block", "an empty sequence")
     wa, wb, wc = (np.concatenate([r[i] for r in rows]) for i in range(3))
@@ -382,14 +438,19 @@ def _scaled(f: np.ndarray, d: int) -> np.ndarray:
 def _output_bias(params: Params) -> np.ndarray:
     """The part of the output that is constant in (a, b), `(d,)`: sum_j W_c[:, j] E[h_j^2]."""
     wa, wb, wc = (np.asarray(params[k]) for k in ("W_a", "W_b", "W_c"))
-    mean_h2 = np.mean(wa ** 2, 1) + np.mean(wb ** 2, 1) + 2 * np.mean(wa, 1) * np.mean(wb, 1)
+    mean_h2 = np.mean(wa**2, 1) + np.mean(wb**2, 1) + 2 * np.mean(wa, 1) * np.mean(wb, 1)
     return wc @ mean_h2
 
 
-def construct(d: int, order: int = 6, frequencies: Sequence[int] | None = None, *,
-              nu: complex = 1j, xi: complex = complex(math.cos(math.pi / 4),
-                                                      math.sin(math.pi / 4)),
-              compensate: bool = True) -> Params:
+def construct(
+    d: int,
+    order: int = 6,
+    frequencies: Sequence[int] | None = None,
+    *,
+    nu: complex = 1j,
+    xi: complex = complex(math.cos(math.pi / 4), math.sin(math.pi / 4)),
+    compensate: bool = True,
+) -> Params:
     """Per-frequency solutions composed over `frequencies`, in closed form.
 
     order 6: `z_nu * z_syn` at each frequency: a global optimizer (loss 0 on all d^2 pairs
@@ -418,18 +479,25 @@ def construct(d: int, order: int = 6, frequencies: Sequence[int] | None = None, 
     k_max = (d - 1) // 2
     if frequencies is None:
         frequencies = range(1, k_max + 1)
-    ks = [check_int(f"construct(frequencies[{i}])", k, minimum=1, maximum=k_max)
-          for i, k in enumerate(frequencies)]
+    ks = [
+        check_int(f"construct(frequencies[{i}])", k, minimum=1, maximum=k_max)
+        for i, k in enumerate(frequencies)
+    ]
     if not ks or len(set(ks)) != len(ks):
-        fail("construct(frequencies)", f"distinct ints in [1, {k_max}], at least one",
-             describe(tuple(ks)))
+        fail(
+            "construct(frequencies)",
+            f"distinct ints in [1, {k_max}], at least one",
+            describe(tuple(ks)),
+        )
     f = _product(z_nu(nu), z_syn()) if order == 6 else _product(z_nu(1j), z_xi(xi))
     params = from_fourier(d, [(k, _scaled(f, d)) for k in ks])
     if order == 4 and compensate:
         bias = _output_bias(params)
-        params = {"W_a": np.concatenate([params["W_a"], np.ones((1, d))]),
-                  "W_b": np.concatenate([params["W_b"], np.zeros((1, d))]),
-                  "W_c": np.concatenate([params["W_c"], -bias[:, None]], axis=1)}
+        params = {
+            "W_a": np.concatenate([params["W_a"], np.ones((1, d))]),
+            "W_b": np.concatenate([params["W_b"], np.zeros((1, d))]),
+            "W_c": np.concatenate([params["W_c"], -bias[:, None]], axis=1),
+        }
     return params
 
 
@@ -455,9 +523,11 @@ def ring_add(p1: Params, p2: Params) -> Params:
     d2, _ = _check_net_params("ring_add(p2)", p2)
     if d1 != d2:
         fail("ring_add(p2)", f"parameters for the same modulus as p1 (d = {d1})", f"d = {d2}")
-    return {"W_a": jnp.concatenate([p1["W_a"], p2["W_a"]]),
-            "W_b": jnp.concatenate([p1["W_b"], p2["W_b"]]),
-            "W_c": jnp.concatenate([p1["W_c"], p2["W_c"]], axis=1)}
+    return {
+        "W_a": jnp.concatenate([p1["W_a"], p2["W_a"]]),
+        "W_b": jnp.concatenate([p1["W_b"], p2["W_b"]]),
+        "W_c": jnp.concatenate([p1["W_c"], p2["W_c"]], axis=1),
+    }
 
 
 def ring_mul(p1: Params, p2: Params) -> Params:
@@ -472,13 +542,18 @@ def ring_mul(p1: Params, p2: Params) -> Params:
     if d1 != d2:
         fail("ring_mul(p2)", f"parameters for the same modulus as p1 (d = {d1})", f"d = {d2}")
 
-    def conv(x, y):                     # x (w1, d), y (w2, d) -> (w1 * w2, d)
+    def conv(x, y):  # x (w1, d), y (w2, d) -> (w1 * w2, d)
         fx, fy = jnp.fft.fft(x, axis=1), jnp.fft.fft(y, axis=1)
-        return jnp.real(jnp.fft.ifft(fx[:, None, :] * fy[None, :, :], axis=2)).reshape(
-            w1 * w2, d1) / d1
+        return (
+            jnp.real(jnp.fft.ifft(fx[:, None, :] * fy[None, :, :], axis=2)).reshape(w1 * w2, d1)
+            / d1
+        )
 
-    return {"W_a": conv(p1["W_a"], p2["W_a"]), "W_b": conv(p1["W_b"], p2["W_b"]),
-            "W_c": conv(p1["W_c"].T, p2["W_c"].T).T}
+    return {
+        "W_a": conv(p1["W_a"], p2["W_a"]),
+        "W_b": conv(p1["W_b"], p2["W_b"]),
+        "W_c": conv(p1["W_c"].T, p2["W_c"].T).T,
+    }
 
 
 # --------------------------------------------------------------------------- factorization
@@ -497,7 +572,7 @@ _MONOMIALS = {
     "a^ac": lambda a, b, c: abs(a) ** 2 * c,
     "b^bc": lambda a, b, c: abs(b) ** 2 * c,
 }
-_KILLS = {   # factor name -> the monomials it must kill (checked in this order)
+_KILLS = {  # factor name -> the monomials it must kill (checked in this order)
     "nu=i": ("^abc", "a^bc", "aac", "bbc", "^a^ac", "^b^bc"),
     "nu": ("aac", "bbc"),
     "xi": ("^a^bc",),
@@ -548,6 +623,7 @@ class Factorization(NamedTuple):
         "syn", "syn-ab" (order 3; "syn-ab" kills ^a^bc, a^ac, b^bc, what a partner of
         z_{nu=i} needs), "other", "degenerate" (abc = 0); for "2x2" sorted.
     """
+
     k: int
     neurons: np.ndarray
     error: float
@@ -565,14 +641,14 @@ def _arrangements(f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     q = f.shape[1]
     m = q // 2
-    perms = np.array(list(itertools.permutations(range(q))))                # (P, q)
-    signs = np.array(list(itertools.product((1.0, -1.0), repeat=q - 1)))    # (S, q - 1)
-    signs = np.concatenate([np.ones((len(signs), 1)), signs], axis=1)       # a global flip
-    g = f[:, perms]                                                          # (3, P, q)
-    row_sign = np.stack([signs, signs, np.ones_like(signs)])                 # (3, S, q)
-    g = (g[:, :, None, :] * row_sign[:, None, :, :]).reshape(3, -1, 2, m)    # (3, P*S, 2, m)
+    perms = np.array(list(itertools.permutations(range(q))))  # (P, q)
+    signs = np.array(list(itertools.product((1.0, -1.0), repeat=q - 1)))  # (S, q - 1)
+    signs = np.concatenate([np.ones((len(signs), 1)), signs], axis=1)  # a global flip
+    g = f[:, perms]  # (3, P, q)
+    row_sign = np.stack([signs, signs, np.ones_like(signs)])  # (3, S, q)
+    g = (g[:, :, None, :] * row_sign[:, None, :, :]).reshape(3, -1, 2, m)  # (3, P*S, 2, m)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = g[:, :, 1, :] / g[:, :, 0, :]                                # (3, N, m)
+        ratio = g[:, :, 1, :] / g[:, :, 0, :]  # (3, N, m)
         err = np.sqrt(np.sum(np.abs(ratio - ratio.mean(-1, keepdims=True)) ** 2, axis=(0, 2)))
     err = np.where(np.isfinite(err), err, np.inf)
     order = np.argsort(err, kind="stable")
@@ -585,8 +661,9 @@ def _factors(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([np.ones(3, dtype=complex), ratio], axis=1), grid[:, 0, :]
 
 
-def factorize(params: Params, *, tolerance: float = 0.1,
-              threshold: float = 0.05) -> list[Factorization]:
+def factorize(
+    params: Params, *, tolerance: float = 0.1, threshold: float = 0.05
+) -> list[Factorization]:
     """For each frequency of order 4 or 6, whether its neurons factor as 2 x 2 or 2 x 3.
 
     Neurons are assigned to their strongest frequency (`frequency_orders(...).assignment`);
@@ -635,7 +712,16 @@ def factorize(params: Params, *, tolerance: float = 0.1,
         types = (_factor_type(f2, tolerance), _factor_type(fo, tolerance))
         if q == 4:
             types = tuple(sorted(types))
-        out.append(Factorization(k, idx[perms[pick]], float(errs[pick]),
-                                 bool(errs[pick] <= accept), "2x2" if q == 4 else "2x3",
-                                 f2, fo, types))
+        out.append(
+            Factorization(
+                k,
+                idx[perms[pick]],
+                float(errs[pick]),
+                bool(errs[pick] <= accept),
+                "2x2" if q == 4 else "2x3",
+                f2,
+                fo,
+                types,
+            )
+        )
     return out

@@ -22,6 +22,7 @@ adaptive steps), so solutions are jit-, vmap- and differentiable; float64 needs
 `jax.enable_x64`. Everything here is a pure function of arrays; value checks (h > 0, rates
 > 0, ...) run only on concrete inputs, so every function also works under `jit`/`vmap`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -46,12 +47,25 @@ from jaxdyn._checks import (
 Array = Any
 Rhs = Callable[..., Array]
 
-__all__ = ["two_point_rhs", "solve_two_point", "conserved", "FixedPoint", "fixed_point",
-           "theory_loss", "observables", "mean_output_error", "RateFit", "fit_rates",
-           "NEGATIVE_CONTROLS", "rsm", "cka"]
+__all__ = [
+    "two_point_rhs",
+    "solve_two_point",
+    "conserved",
+    "FixedPoint",
+    "fixed_point",
+    "theory_loss",
+    "observables",
+    "mean_output_error",
+    "RateFit",
+    "fit_rates",
+    "NEGATIVE_CONTROLS",
+    "rsm",
+    "cka",
+]
 
 
 # --------------------------------------------------------------------------- the ODE
+
 
 def two_point_rhs(state: Array, eta_h: Any, eta_y: Any, dx2: Any, dy2: Any) -> Array:
     """Right-hand side of the two-point ODE.
@@ -65,11 +79,13 @@ def two_point_rhs(state: Array, eta_h: Any, eta_y: Any, dx2: Any, dy2: Any) -> A
       `(3,)` array `(h', y', w')`.
     """
     h, y, w = state[0], state[1], state[2]
-    return jnp.stack([
-        -eta_h * dx2 * w,
-        -w * (eta_y * h + eta_h * dx2 * y / h),
-        -0.5 * eta_y * (3 * w - y + dy2) * h - 0.5 * eta_h * dx2 * (y + w) * w / h,
-    ])
+    return jnp.stack(
+        [
+            -eta_h * dx2 * w,
+            -w * (eta_y * h + eta_h * dx2 * y / h),
+            -0.5 * eta_y * (3 * w - y + dy2) * h - 0.5 * eta_h * dx2 * (y + w) * w / h,
+        ]
+    )
 
 
 # The authors' negative controls: altered ODEs that a network's trajectory should fit worse.
@@ -86,8 +102,7 @@ def _rhs_y_rate_x2(state, eta_h, eta_y, dx2, dy2):
 def _rhs_w_sign_flipped(state, eta_h, eta_y, dx2, dy2):
     h, y, w = state[0], state[1], state[2]
     d = two_point_rhs(state, eta_h, eta_y, dx2, dy2)
-    return d.at[2].set(-0.5 * eta_y * (3 * w - y + dy2) * h
-                       + 0.5 * eta_h * dx2 * (y + w) * w / h)
+    return d.at[2].set(-0.5 * eta_y * (3 * w - y + dy2) * h + 0.5 * eta_h * dx2 * (y + w) * w / h)
 
 
 def _rhs_y_no_eta_h(state, eta_h, eta_y, dx2, dy2):
@@ -107,6 +122,7 @@ NEGATIVE_CONTROLS: dict[str, Rhs] = {
 
 
 # --------------------------------------------------------------------------- input checks
+
 
 def _float_array(x: Any) -> Array:
     x = jnp.asarray(x)
@@ -129,18 +145,28 @@ def _check_state(name: str, state: Any, *, batched: bool = False) -> Array:
     check_array(name, state, kinds="iuf", allow_empty=True)
     shape = tuple(state.shape)
     if (batched and (len(shape) < 1 or shape[-1] != 3)) or (not batched and shape != (3,)):
-        fail(name, "an array of shape (..., 3) holding (h, y, w)" if batched
-             else "an array of shape (3,) holding (h, y, w)", f"shape {shape}")
+        fail(
+            name,
+            "an array of shape (..., 3) holding (h, y, w)"
+            if batched
+            else "an array of shape (3,) holding (h, y, w)",
+            f"shape {shape}",
+        )
     check_finite(name, state)
     if is_concrete(state):
         a = np.asarray(state, dtype=float).reshape(-1, 3)
-        for col, label, ok in ((0, "h = ||dh||^2 > 0", a[:, 0] > 0),
-                               (1, "y = ||dy_hat||^2 >= 0", a[:, 1] >= 0)):
+        for col, label, ok in (
+            (0, "h = ||dh||^2 > 0", a[:, 0] > 0),
+            (1, "y = ||dy_hat||^2 >= 0", a[:, 1] >= 0),
+        ):
             if not np.all(ok):
                 i = int(np.argmin(ok))
                 where = f" at row {i}" if a.shape[0] > 1 else ""
-                fail(name, f"a state (h, y, w) with {label}",
-                     f"{'hy'[col]} = {float(a[i, col])!r}{where}")
+                fail(
+                    name,
+                    f"a state (h, y, w) with {label}",
+                    f"{'hy'[col]} = {float(a[i, col])!r}{where}",
+                )
     return _float_array(state)
 
 
@@ -148,27 +174,36 @@ def _check_times(name: str, t: Any, length: int | None = None, length_name: str 
     check_array(name, t, kinds="iuf")
     shape = tuple(t.shape)
     if len(shape) != 1 or shape[0] < 2 or (length is not None and shape[0] != length):
-        want = (f"a 1-dimensional array of {length} times, one per row of {length_name}"
-                if length is not None else "a 1-dimensional array of at least 2 times")
+        want = (
+            f"a 1-dimensional array of {length} times, one per row of {length_name}"
+            if length is not None
+            else "a 1-dimensional array of at least 2 times"
+        )
         fail(name, want, f"shape {shape}")
     check_finite(name, t)
     if is_concrete(t):
         d = np.diff(np.asarray(t, dtype=float))
         if not np.all(d > 0):
             i = int(np.argmin(d > 0))
-            fail(name, "strictly increasing times", f"t[{i}] = {float(t[i])!r} followed by "
-                 f"t[{i + 1}] = {float(t[i + 1])!r}")
+            fail(
+                name,
+                "strictly increasing times",
+                f"t[{i}] = {float(t[i])!r} followed by t[{i + 1}] = {float(t[i + 1])!r}",
+            )
     return _float_array(t)
 
 
 # --------------------------------------------------------------------------- solving
 
+
 def _diffrax():
     try:
         import diffrax
     except ImportError as error:  # an optional dependency until the lead decides
-        raise ImportError("jaxdyn.analysis.representation solves the two-point ODE with "
-                          "diffrax; install it with `pip install diffrax`.") from error
+        raise ImportError(
+            "jaxdyn.analysis.representation solves the two-point ODE with "
+            "diffrax; install it with `pip install diffrax`."
+        ) from error
     return diffrax
 
 
@@ -179,9 +214,18 @@ def _solve(state0, t, params, rtol, atol, *, rhs, max_steps):
     dfx = _diffrax()
     term = dfx.ODETerm(lambda _, s, p: rhs(s, *p))
     sol = dfx.diffeqsolve(
-        term, dfx.Kvaerno5(), t[0], t[-1], None, state0, params,
-        saveat=dfx.SaveAt(ts=t), stepsize_controller=dfx.PIDController(rtol=rtol, atol=atol),
-        max_steps=max_steps, throw=False)
+        term,
+        dfx.Kvaerno5(),
+        t[0],
+        t[-1],
+        None,
+        state0,
+        params,
+        saveat=dfx.SaveAt(ts=t),
+        stepsize_controller=dfx.PIDController(rtol=rtol, atol=atol),
+        max_steps=max_steps,
+        throw=False,
+    )
     ok = sol.result == dfx.RESULTS.successful
     return jnp.where(ok, sol.ys, jnp.nan)
 
@@ -190,13 +234,24 @@ def _tolerances(dtype, rtol, atol):
     wide = jnp.finfo(dtype).bits >= 64
     rtol = (1e-10 if wide else 1e-5) if rtol is None else rtol
     atol = (1e-12 if wide else 1e-7) if atol is None else atol
-    return float(check_float("rtol", rtol, minimum=0, strict_min=True)), \
-        float(check_float("atol", atol, minimum=0, strict_min=True))
+    return float(check_float("rtol", rtol, minimum=0, strict_min=True)), float(
+        check_float("atol", atol, minimum=0, strict_min=True)
+    )
 
 
-def solve_two_point(state0: Any, t: Any, eta_h: Any, eta_y: Any, dx2: Any, dy2: Any, *,
-                    rhs: Rhs = two_point_rhs, rtol: float | None = None,
-                    atol: float | None = None, max_steps: int = 100_000) -> Array:
+def solve_two_point(
+    state0: Any,
+    t: Any,
+    eta_h: Any,
+    eta_y: Any,
+    dx2: Any,
+    dy2: Any,
+    *,
+    rhs: Rhs = two_point_rhs,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_steps: int = 100_000,
+) -> Array:
     """Integrates the two-point ODE from `state0` at time `t[0]`.
 
     Stiff-capable (Kvaerno5 with a PID step-size controller); jit- and vmap-able, e.g. over
@@ -232,15 +287,27 @@ def solve_two_point(state0: Any, t: Any, eta_h: Any, eta_y: Any, dx2: Any, dy2: 
     dtype = jnp.result_type(state0, t)
     rtol, atol = _tolerances(dtype, rtol, atol)
     params = tuple(jnp.asarray(p, dtype) for p in (eta_h, eta_y, dx2, dy2))
-    ys = _solve(state0.astype(dtype), t.astype(dtype), params, jnp.asarray(rtol, dtype),
-                jnp.asarray(atol, dtype), rhs=rhs, max_steps=max_steps)
+    ys = _solve(
+        state0.astype(dtype),
+        t.astype(dtype),
+        params,
+        jnp.asarray(rtol, dtype),
+        jnp.asarray(atol, dtype),
+        rhs=rhs,
+        max_steps=max_steps,
+    )
     if is_concrete(ys) and bool(jnp.any(jnp.isnan(ys))):
-        warnings.warn("solve_two_point: the ODE solver failed (more than `max_steps` steps, "
-                      "or h reached 0); the solution is NaN.", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            "solve_two_point: the ODE solver failed (more than `max_steps` steps, "
+            "or h reached 0); the solution is NaN.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return ys
 
 
 # --------------------------------------------------------------------------- closed forms
+
 
 def conserved(state: Any, eta_h: Any, eta_y: Any, dx2: Any) -> Array:
     """The conserved quantity `A_high = h - (eta_h / eta_y) dx2 y / h`.
@@ -264,9 +331,10 @@ class FixedPoint(NamedTuple):
 
     Each field has the leading shape of `state0` (scalars for a `(3,)` state).
     """
-    h_inf: Array    # A_high / 2 + sqrt(A_high^2 / 4 + A_low^2)
-    a_low: Array    # sqrt(eta_h / eta_y) |dx| |dy|: the rich limit (small initial weights)
-    a_high: Array   # the conserved quantity: the lazy limit (large initial weights)
+
+    h_inf: Array  # A_high / 2 + sqrt(A_high^2 / 4 + A_low^2)
+    a_low: Array  # sqrt(eta_h / eta_y) |dx| |dy|: the rich limit (small initial weights)
+    a_high: Array  # the conserved quantity: the lazy limit (large initial weights)
 
 
 def fixed_point(state0: Any, eta_h: Any, eta_y: Any, dx2: Any, dy2: Any) -> FixedPoint:
@@ -289,8 +357,9 @@ def fixed_point(state0: Any, eta_h: Any, eta_y: Any, dx2: Any, dy2: Any) -> Fixe
     return FixedPoint(h_inf, jnp.broadcast_to(a_low, jnp.shape(a_high)), a_high)
 
 
-def theory_loss(curves: Any, t: Any, dy2: Any, eta_mean: Any, mean_error0: Any, *,
-                out_dim: int = 1) -> Array:
+def theory_loss(
+    curves: Any, t: Any, dy2: Any, eta_mean: Any, mean_error0: Any, *, out_dim: int = 1
+) -> Array:
     """The training loss the theory predicts along a solution, with its third rate.
 
     For the loss `0.5 * mean_i ||f(x_i) - y*_i||^2` over the two points (summed over output
@@ -329,18 +398,21 @@ def theory_loss(curves: Any, t: Any, dy2: Any, eta_mean: Any, mean_error0: Any, 
 
 # --------------------------------------------------------------------------- measuring
 
+
 def _check_pair(name1, a, name2, b):
     check_array(name1, a, min_ndim=1, kinds="iuf", allow_empty=True)
     check_array(name2, b, min_ndim=1, kinds="iuf", allow_empty=True)
     if tuple(a.shape) != tuple(b.shape):
-        fail(name2, f"an array of the shape of `{name1}`, {tuple(a.shape)}",
-             f"shape {tuple(b.shape)}")
+        fail(
+            name2,
+            f"an array of the shape of `{name1}`, {tuple(a.shape)}",
+            f"shape {tuple(b.shape)}",
+        )
     check_finite(name1, a)
     check_finite(name2, b)
 
 
-def observables(rep1: Any, rep2: Any, out1: Any, out2: Any, target1: Any,
-                target2: Any) -> Array:
+def observables(rep1: Any, rep2: Any, out1: Any, out2: Any, target1: Any, target2: Any) -> Array:
     """The state `(h, y, w)` measured on a network, over any leading (time) axes.
 
     Args:
@@ -360,15 +432,22 @@ def observables(rep1: Any, rep2: Any, out1: Any, out2: Any, target1: Any,
     _check_pair("out1", out1, "out2", out2)
     _check_pair("target1", target1, "target2", target2)
     if tuple(out1.shape[:-1]) != tuple(rep1.shape[:-1]):
-        fail("out1", f"an array with the leading axes of `rep1`, {tuple(rep1.shape[:-1])} "
-                     "(one output per representation)", f"shape {tuple(out1.shape)}")
+        fail(
+            "out1",
+            f"an array with the leading axes of `rep1`, {tuple(rep1.shape[:-1])} "
+            "(one output per representation)",
+            f"shape {tuple(out1.shape)}",
+        )
     if target1.shape[-1] != out1.shape[-1]:
-        fail("target1", f"an array with the {out1.shape[-1]} output columns of `out1`",
-             f"shape {tuple(target1.shape)}")
+        fail(
+            "target1",
+            f"an array with the {out1.shape[-1]} output columns of `out1`",
+            f"shape {tuple(target1.shape)}",
+        )
     d_rep = _float_array(rep2) - _float_array(rep1)
     d_out = _float_array(out2) - _float_array(out1)
     d_target = _float_array(target2) - _float_array(target1)
-    shape = jnp.broadcast_shapes(d_out.shape, d_target.shape)   # targets may lack the time axis
+    shape = jnp.broadcast_shapes(d_out.shape, d_target.shape)  # targets may lack the time axis
     d_out, d_target = jnp.broadcast_to(d_out, shape), jnp.broadcast_to(d_target, shape)
     h = jnp.sum(d_rep**2, axis=-1)
     y = jnp.sum(d_out**2, axis=-1)
@@ -390,16 +469,18 @@ def mean_output_error(out1: Any, out2: Any, target1: Any, target2: Any) -> Array
 
 # --------------------------------------------------------------------------- fitting
 
+
 class RateFit(NamedTuple):
     """Effective learning rates fitted to an observed trajectory. Shapes: T times."""
+
     eta_h: float
     eta_y: float
-    curves: Array          # (T, 3): the ODE solution at the fitted rates
-    sse: float             # sum over t and (h, y, w) of the squared errors (weighted)
+    curves: Array  # (T, 3): the ODE solution at the fitted rates
+    sse: float  # sum over t and (h, y, w) of the squared errors (weighted)
     relative_error: float  # sqrt(sse / sum(weights * observed^2))
-    grid: tuple            # (eta_h values (G_h,), eta_y values (G_y,)) of the start grid
-    grid_sse: Array        # (G_h, G_y): sse on the grid; inf where the solver failed
-    success: bool          # the least-squares refinement converged
+    grid: tuple  # (eta_h values (G_h,), eta_y values (G_y,)) of the start grid
+    grid_sse: Array  # (G_h, G_y): sse on the grid; inf where the solver failed
+    success: bool  # the least-squares refinement converged
 
 
 def _default_grid(observed, t, dx2, points):
@@ -415,10 +496,21 @@ def _default_grid(observed, t, dx2, points):
     return (h_ref / (span * dx2) * factors, 1.0 / (span * h_ref) * factors)
 
 
-def fit_rates(observed: Any, t: Any, dx2: Any, dy2: Any, *, rhs: Rhs = two_point_rhs,
-              grid: tuple[Any, Any] | None = None, grid_points: int = 13,
-              weights: Any = None, rtol: float | None = None, atol: float | None = None,
-              max_steps: int = 100_000, max_nfev: int = 200) -> RateFit:
+def fit_rates(
+    observed: Any,
+    t: Any,
+    dx2: Any,
+    dy2: Any,
+    *,
+    rhs: Rhs = two_point_rhs,
+    grid: tuple[Any, Any] | None = None,
+    grid_points: int = 13,
+    weights: Any = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_steps: int = 100_000,
+    max_nfev: int = 200,
+) -> RateFit:
     """Fits `eta_h`, `eta_y` to an observed `(h, y, w)` trajectory.
 
     The ODE starts from `observed[0]` at `t[0]`. Every point of a log grid of rates is solved
@@ -451,8 +543,11 @@ def fit_rates(observed: Any, t: Any, dx2: Any, dy2: Any, *, rhs: Rhs = two_point
 
     observed = _check_state("observed", observed, batched=True)
     if observed.ndim != 2 or observed.shape[0] < 3:
-        fail("observed", "an array of shape (T, 3) with T >= 3 times",
-             f"shape {tuple(observed.shape)}")
+        fail(
+            "observed",
+            "an array of shape (T, 3) with T >= 3 times",
+            f"shape {tuple(observed.shape)}",
+        )
     t = _check_times("t", t, observed.shape[0], "`observed`")
     check_float("dx2", dx2, minimum=0, strict_min=True, hint="||x_2 - x_1||^2")
     check_float("dy2", dy2, minimum=0, hint="||y*_2 - y*_1||^2")
@@ -460,9 +555,12 @@ def fit_rates(observed: Any, t: Any, dx2: Any, dy2: Any, *, rhs: Rhs = two_point
     max_steps = check_int("max_steps", max_steps, minimum=1)
     max_nfev = check_int("max_nfev", max_nfev, minimum=1)
     dtype = jnp.result_type(observed, t)
-    wide = jnp.finfo(dtype).bits >= 64      # the fit needs less than a reference solution
-    rtol, atol = _tolerances(dtype, (1e-8 if wide else None) if rtol is None else rtol,
-                             (1e-10 if wide else None) if atol is None else atol)
+    wide = jnp.finfo(dtype).bits >= 64  # the fit needs less than a reference solution
+    rtol, atol = _tolerances(
+        dtype,
+        (1e-8 if wide else None) if rtol is None else rtol,
+        (1e-10 if wide else None) if atol is None else atol,
+    )
     obs = np.asarray(observed, dtype=float)
     tt = np.asarray(t, dtype=float)
     if weights is None:
@@ -472,8 +570,9 @@ def fit_rates(observed: Any, t: Any, dx2: Any, dy2: Any, *, rhs: Rhs = two_point
         check_array("weights", weights, ndim=1, kinds="iuf")
         weights = np.asarray(weights, dtype=float)
         if weights.shape != (3,) or not np.all(weights >= 0) or not np.any(weights > 0):
-            fail("weights", "3 non-negative weights (of h, y, w), not all 0",
-                 f"{weights.tolist()!r}")
+            fail(
+                "weights", "3 non-negative weights (of h, y, w), not all 0", f"{weights.tolist()!r}"
+            )
     if grid is None:
         grid = _default_grid(obs, tt, float(dx2), grid_points)
     else:
@@ -482,8 +581,11 @@ def fit_rates(observed: Any, t: Any, dx2: Any, dy2: Any, *, rhs: Rhs = two_point
         for name, g in zip(("grid[0]", "grid[1]"), grid):
             g = np.asarray(g, dtype=float)
             if g.ndim != 1 or g.size == 0 or not np.all(np.isfinite(g) & (g > 0)):
-                fail(name, "a 1-dimensional array of positive, finite rates",
-                     f"{g.tolist()!r}" if g.size <= 6 else f"shape {g.shape}")
+                fail(
+                    name,
+                    "a 1-dimensional array of positive, finite rates",
+                    f"{g.tolist()!r}" if g.size <= 6 else f"shape {g.shape}",
+                )
     gh, gy = (np.asarray(g, dtype=float) for g in grid)
 
     state0 = jnp.asarray(obs[0], dtype)
@@ -493,8 +595,17 @@ def fit_rates(observed: Any, t: Any, dx2: Any, dy2: Any, *, rhs: Rhs = two_point
 
     def solve(log_rates, tol):
         rates = tuple(jnp.asarray(v, dtype) for v in np.exp(log_rates))
-        return np.asarray(_solve(state0, tj, rates + data, jnp.asarray(tol[0], dtype),
-                                 jnp.asarray(tol[1], dtype), rhs=rhs, max_steps=max_steps))
+        return np.asarray(
+            _solve(
+                state0,
+                tj,
+                rates + data,
+                jnp.asarray(tol[0], dtype),
+                jnp.asarray(tol[1], dtype),
+                rhs=rhs,
+                max_steps=max_steps,
+            )
+        )
 
     def sse_of(curves):
         sse = float(np.sum(((curves - obs) * sqrt_w) ** 2))
@@ -505,44 +616,63 @@ def fit_rates(observed: Any, t: Any, dx2: Any, dy2: Any, *, rhs: Rhs = two_point
     coarse = (1e-5, 1e-5 * atol / rtol)
     sse_grid = np.array([[sse_of(solve(np.log([a, b]), coarse)) for b in gy] for a in gh])
     if not np.any(np.isfinite(sse_grid)):
-        fail("grid", "rates at which the ODE can be solved over `t` (every grid point failed)",
-             f"eta_h in [{gh.min():.3g}, {gh.max():.3g}], eta_y in [{gy.min():.3g}, "
-             f"{gy.max():.3g}]")
+        fail(
+            "grid",
+            "rates at which the ODE can be solved over `t` (every grid point failed)",
+            f"eta_h in [{gh.min():.3g}, {gh.max():.3g}], eta_y in [{gy.min():.3g}, {gy.max():.3g}]",
+        )
     i, j = np.unravel_index(int(np.argmin(sse_grid)), sse_grid.shape)
 
     # Refinement in log(eta). Jacobian by central differences: the residual is smooth in the
     # rates up to the solver tolerance (1e-8 -> ~1e-4 relative error at step 1e-4), which is
     # plenty for the trust-region steps and needs no second (forward-mode) compilation.
-    big = 1e6 * (1.0 + np.abs(obs)).ravel()   # a failed solve: a residual the step rejects
+    big = 1e6 * (1.0 + np.abs(obs)).ravel()  # a failed solve: a residual the step rejects
 
     def residual(x):
         r = ((solve(x, (rtol, atol)) - obs) * sqrt_w).ravel()
         return np.where(np.isfinite(r), r, big)
 
     def jacobian(x, step=1e-4):
-        cols = [(residual(x + step * e) - residual(x - step * e)) / (2 * step)
-                for e in np.eye(2)]
+        cols = [(residual(x + step * e) - residual(x - step * e)) / (2 * step) for e in np.eye(2)]
         return np.stack(cols, axis=1)
 
-    result = scipy.optimize.least_squares(residual, np.log([gh[i], gy[j]]), jac=jacobian,
-                                          method="trf", xtol=1e-10, ftol=1e-12, gtol=1e-12,
-                                          max_nfev=max_nfev)
+    result = scipy.optimize.least_squares(
+        residual,
+        np.log([gh[i], gy[j]]),
+        jac=jacobian,
+        method="trf",
+        xtol=1e-10,
+        ftol=1e-12,
+        gtol=1e-12,
+        max_nfev=max_nfev,
+    )
     eta_h, eta_y = (float(v) for v in np.exp(result.x))
     fitted = solve(result.x, (rtol, atol))
     sse = sse_of(fitted)
     scale = float(np.sum(weights * obs**2))
-    return RateFit(eta_h, eta_y, jnp.asarray(fitted, dtype), sse,
-                   float(np.sqrt(sse / scale)) if scale else np.nan, (gh, gy), sse_grid,
-                   bool(result.success))
+    return RateFit(
+        eta_h,
+        eta_y,
+        jnp.asarray(fitted, dtype),
+        sse,
+        float(np.sqrt(sse / scale)) if scale else np.nan,
+        (gh, gy),
+        sse_grid,
+        bool(result.success),
+    )
 
 
 # --------------------------------------------------------------------------- geometry
 
+
 def _flat_examples(name: str, x: Any, min_n: int = 1) -> Array:
     check_array(name, x, min_ndim=2, kinds="iuf")
     if x.shape[0] < min_n:
-        fail(name, f"an array of at least {min_n} examples (batch axis first)",
-             f"shape {tuple(x.shape)}")
+        fail(
+            name,
+            f"an array of at least {min_n} examples (batch axis first)",
+            f"shape {tuple(x.shape)}",
+        )
     check_finite(name, x)
     x = _float_array(x)
     return x.reshape(x.shape[0], -1)
@@ -577,8 +707,11 @@ def _hsic(k: Array, l: Array, debiased: bool) -> Array:
     k = k - jnp.diag(jnp.diag(k))
     l = l - jnp.diag(jnp.diag(l))
     ones_k, ones_l = k.sum(1), l.sum(1)
-    return (jnp.sum(k * l) + ones_k.sum() * ones_l.sum() / ((n - 1) * (n - 2))
-            - 2.0 / (n - 2) * jnp.dot(ones_k, ones_l))
+    return (
+        jnp.sum(k * l)
+        + ones_k.sum() * ones_l.sum() / ((n - 1) * (n - 2))
+        - 2.0 / (n - 2) * jnp.dot(ones_k, ones_l)
+    )
 
 
 def cka(x: Any, y: Any, *, debiased: bool = False) -> Array:
@@ -603,11 +736,17 @@ def cka(x: Any, y: Any, *, debiased: bool = False) -> Array:
     xf = _flat_examples("x", x, 4 if debiased else 2)
     yf = _flat_examples("y", y, 4 if debiased else 2)
     if xf.shape[0] != yf.shape[0]:
-        fail("y", f"an array with the {xf.shape[0]} examples of `x` (batch axis first)",
-             f"shape {tuple(y.shape)}")
+        fail(
+            "y",
+            f"an array with the {xf.shape[0]} examples of `x` (batch axis first)",
+            f"shape {tuple(y.shape)}",
+        )
     for name, a, orig in (("x", xf, x), ("y", yf, y)):
         if is_concrete(a) and bool(jnp.all(a == a[:1])):
-            fail(name, "representations that differ between examples (CKA is 0/0 otherwise)",
-                 f"{a.shape[0]} identical rows of shape {tuple(orig.shape[1:])}")
+            fail(
+                name,
+                "representations that differ between examples (CKA is 0/0 otherwise)",
+                f"{a.shape[0]} identical rows of shape {tuple(orig.shape[1:])}",
+            )
     k, l = xf @ xf.T, yf @ yf.T
     return _hsic(k, l, debiased) / jnp.sqrt(_hsic(k, k, debiased) * _hsic(l, l, debiased))

@@ -27,18 +27,38 @@ Layout (one concept per module; import everything from `jaxdyn.data`):
 - `_file_datasets.py`: `fashion_mnist`, `mnist`, `cifar10` (where files are looked for).
 - `_load.py`: `DATASETS` and `load`.
 """
+
 from __future__ import annotations
 
-from jaxdyn.data._datasets import Dataset, PathLike, Split, split
+from jaxdyn.data._datasets import Dataset, PathLike, Split, split  # noqa: F401 (PathLike: a type)
 from jaxdyn.data._file_datasets import (
-    ENV_VAR, FASHION_MNIST_SYSTEM_DIR, cifar10, fashion_mnist, mnist)
-from jaxdyn.data._load import _LOADERS, DATASETS, load
+    ENV_VAR,  # noqa: F401 (read by the loaders through this package)
+    FASHION_MNIST_SYSTEM_DIR,  # noqa: F401 (monkeypatched by tests)
+    cifar10,
+    fashion_mnist,
+    mnist,
+)
+from jaxdyn.data._load import _LOADERS, DATASETS, load  # noqa: F401 (_LOADERS: tests)
 from jaxdyn.data._readers import read_cifar10_binary, read_idx
-from jaxdyn.data._real import _mnist1d_templates, digits, mnist1d
+from jaxdyn.data._real import _mnist1d_templates, digits, mnist1d  # noqa: F401 (tests)
 from jaxdyn.data._synthetic import modular_addition, multi_frequency_1d, parity, two_points, xor
 
 __all__ = [
-    "DATASETS", "Dataset", "Split", "cifar10", "digits", "fashion_mnist", "load", "mnist",
-    "mnist1d", "modular_addition", "multi_frequency_1d", "parity", "read_cifar10_binary",
-    "read_idx", "split", "two_points", "xor",
+    "DATASETS",
+    "Dataset",
+    "Split",
+    "cifar10",
+    "digits",
+    "fashion_mnist",
+    "load",
+    "mnist",
+    "mnist1d",
+    "modular_addition",
+    "multi_frequency_1d",
+    "parity",
+    "read_cifar10_binary",
+    "read_idx",
+    "split",
+    "two_points",
+    "xor",
 ]

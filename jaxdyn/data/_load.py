@@ -1,4 +1,5 @@
 """`load(name, **kwargs)`: every dataset by name."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -9,13 +10,31 @@ from jaxdyn.data._file_datasets import cifar10, fashion_mnist, mnist
 from jaxdyn.data._real import digits, mnist1d
 from jaxdyn.data._synthetic import modular_addition, multi_frequency_1d, parity, two_points, xor
 
-DATASETS = ("digits", "mnist1d", "multi_frequency_1d", "xor", "parity", "two_points",
-            "modular_addition", "fashion_mnist", "mnist", "cifar10")
+DATASETS = (
+    "digits",
+    "mnist1d",
+    "multi_frequency_1d",
+    "xor",
+    "parity",
+    "two_points",
+    "modular_addition",
+    "fashion_mnist",
+    "mnist",
+    "cifar10",
+)
 
-_LOADERS = {"digits": digits, "mnist1d": mnist1d, "multi_frequency_1d": multi_frequency_1d,
-            "xor": xor, "parity": parity, "two_points": two_points,
-            "modular_addition": modular_addition, "fashion_mnist": fashion_mnist,
-            "mnist": mnist, "cifar10": cifar10}
+_LOADERS = {
+    "digits": digits,
+    "mnist1d": mnist1d,
+    "multi_frequency_1d": multi_frequency_1d,
+    "xor": xor,
+    "parity": parity,
+    "two_points": two_points,
+    "modular_addition": modular_addition,
+    "fashion_mnist": fashion_mnist,
+    "mnist": mnist,
+    "cifar10": cifar10,
+}
 
 
 def load(name: str, **kwargs: Any) -> Dataset:

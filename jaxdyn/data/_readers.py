@@ -4,6 +4,7 @@ and CIFAR-10's binary batches.
 Both validate headers and sizes before they allocate the data array, and neither ever
 unpickles anything (CIFAR-10's pickled "python version" is refused).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -30,8 +31,12 @@ _CHUNK = 1 << 20
 def _check_path(func: str, path: Any) -> str:
     """`os.fspath(path)`, with a TypeError naming `func(path)` for anything but a path."""
     if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
-        fail(f"{func}(path)", "a str or os.PathLike file path",
-             f"{type(path).__name__} {path!r}", TypeError)
+        fail(
+            f"{func}(path)",
+            "a str or os.PathLike file path",
+            f"{type(path).__name__} {path!r}",
+            TypeError,
+        )
     return os.fspath(path)
 
 
@@ -103,28 +108,36 @@ def read_idx(path: PathLike) -> np.ndarray:
         try:
             magic = bytes(_read_exactly(f, 4, "IDX header", path))
             if magic[0] != 0 or magic[1] != 0:
-                raise ValueError(f"{path}: not an IDX file: magic must start with bytes 00 00; "
-                                 f"got {magic.hex(' ')}.")
+                raise ValueError(
+                    f"{path}: not an IDX file: magic must start with bytes 00 00; "
+                    f"got {magic.hex(' ')}."
+                )
             if magic[2] not in _IDX_DTYPES:
                 codes = ", ".join(f"0x{c:02X}" for c in _IDX_DTYPES)
-                raise ValueError(f"{path}: unknown IDX type code 0x{magic[2]:02X}; expected one "
-                                 f"of {codes}.")
+                raise ValueError(
+                    f"{path}: unknown IDX type code 0x{magic[2]:02X}; expected one of {codes}."
+                )
             ndim = magic[3]
             if ndim == 0:
                 raise ValueError(f"{path}: IDX header declares 0 dimensions; expected >= 1.")
-            dims = tuple(int(d) for d in np.frombuffer(
-                bytes(_read_exactly(f, 4 * ndim, "IDX dimension list", path)), ">u4"))
+            dims = tuple(
+                int(d)
+                for d in np.frombuffer(
+                    bytes(_read_exactly(f, 4 * ndim, "IDX dimension list", path)), ">u4"
+                )
+            )
         except (EOFError, OSError, zlib.error) as e:
-            raise ValueError(f"{path}: unreadable IDX header (corrupt gzip stream?): "
-                             f"{e}.") from e
+            raise ValueError(f"{path}: unreadable IDX header (corrupt gzip stream?): {e}.") from e
         dtype = np.dtype(_IDX_DTYPES[magic[2]])
         header = 4 + 4 * ndim
         payload = math.prod(dims) * dtype.itemsize
         expected = header + payload
         if gz:
             if expected > _MAX_GZIP_RATIO * file_size + 1024:
-                raise ValueError(f"{path}: IDX header declares dims {dims} ({expected} bytes), "
-                                 f"more than a {file_size}-byte gzip file can hold.")
+                raise ValueError(
+                    f"{path}: IDX header declares dims {dims} ({expected} bytes), "
+                    f"more than a {file_size}-byte gzip file can hold."
+                )
             # A single-member file's trailer settles the size for free. Otherwise (a
             # multi-member file, or a wrong size) count the decompressed bytes before
             # allocating, so that the message can say how many there are.
@@ -132,34 +145,48 @@ def read_idx(path: PathLike) -> np.ndarray:
                 got, complete = _gzip_size(path, expected)
                 if got != expected:
                     got = got if complete else f"at least {got}"
-                    raise ValueError(f"{path}: size mismatch for IDX dims {dims} of "
-                                     f"{dtype.name}: expected {expected} bytes ({header} header "
-                                     f"+ {payload} data) after decompression, got {got}.")
+                    raise ValueError(
+                        f"{path}: size mismatch for IDX dims {dims} of "
+                        f"{dtype.name}: expected {expected} bytes ({header} header "
+                        f"+ {payload} data) after decompression, got {got}."
+                    )
         elif file_size != expected:
-            raise ValueError(f"{path}: size mismatch for IDX dims {dims} of {dtype.name}: "
-                             f"expected {expected} bytes ({header} header + {payload} data), "
-                             f"got {file_size}.")
+            raise ValueError(
+                f"{path}: size mismatch for IDX dims {dims} of {dtype.name}: "
+                f"expected {expected} bytes ({header} header + {payload} data), "
+                f"got {file_size}."
+            )
         try:
             buf = _read_exactly(f, payload, "IDX data", path)
             extra = f.read(1)
         except (EOFError, OSError, zlib.error) as e:
             raise ValueError(f"{path}: unreadable IDX data (corrupt gzip stream?): {e}.") from e
         if extra:
-            raise ValueError(f"{path}: size mismatch for IDX dims {dims}: expected {expected} "
-                             f"bytes after decompression, got more.")
+            raise ValueError(
+                f"{path}: size mismatch for IDX dims {dims}: expected {expected} "
+                f"bytes after decompression, got more."
+            )
     return np.frombuffer(buf, dtype).reshape(dims).astype(dtype.newbyteorder("="), copy=False)
 
 
 # --------------------------------------------------------------------------- CIFAR-10
 
 _CIFAR_RECORD = 1 + 3 * 32 * 32
-_PICKLE_NAMES = {"data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
-                 "data_batch_5", "test_batch", "batches.meta"}
+_PICKLE_NAMES = {
+    "data_batch_1",
+    "data_batch_2",
+    "data_batch_3",
+    "data_batch_4",
+    "data_batch_5",
+    "test_batch",
+    "batches.meta",
+}
 _PICKLE_REFUSAL = (
     "this is CIFAR-10's Python version (pickled batches, cifar-10-batches-py). jaxdyn never "
     "unpickles files, since unpickling can execute arbitrary code. Use the binary version "
     "instead: cifar-10-binary.tar.gz, which extracts to cifar-10-batches-bin/ holding "
-    "data_batch_1.bin ... data_batch_5.bin and test_batch.bin.")
+    "data_batch_1.bin ... data_batch_5.bin and test_batch.bin."
+)
 
 
 def read_cifar10_binary(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -182,8 +209,9 @@ def read_cifar10_binary(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     """
     path = _check_path("read_cifar10_binary", path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"`read_cifar10_binary(path)`: no CIFAR-10 binary file at "
-                                f"{path!r}.")
+        raise FileNotFoundError(
+            f"`read_cifar10_binary(path)`: no CIFAR-10 binary file at {path!r}."
+        )
     where = f"`read_cifar10_binary(path)`={path!r}"
     if os.path.basename(path) in _PICKLE_NAMES:
         raise ValueError(f"{where}: {_PICKLE_REFUSAL}")
@@ -194,9 +222,11 @@ def read_cifar10_binary(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
         if len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
             raise ValueError(f"{where} is a Python pickle: {_PICKLE_REFUSAL}")
         if size == 0 or size % _CIFAR_RECORD:
-            raise ValueError(f"{where}: a CIFAR-10 binary file holds records of "
-                             f"{_CIFAR_RECORD} bytes; expected a positive multiple of "
-                             f"{_CIFAR_RECORD} bytes, got {size}.")
+            raise ValueError(
+                f"{where}: a CIFAR-10 binary file holds records of "
+                f"{_CIFAR_RECORD} bytes; expected a positive multiple of "
+                f"{_CIFAR_RECORD} bytes, got {size}."
+            )
         n = size // _CIFAR_RECORD
         labels = np.empty(n, np.int64)
         for i in range(n):
@@ -204,11 +234,11 @@ def read_cifar10_binary(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
             labels[i] = f.read(1)[0]
         if labels.max() >= 10:
             bad = int(np.argmax(labels >= 10))
-            raise ValueError(f"{where}: CIFAR-10 labels must be in [0, 10); record {bad} "
-                             f"has label {labels[bad]}.")
+            raise ValueError(
+                f"{where}: CIFAR-10 labels must be in [0, 10); record {bad} "
+                f"has label {labels[bad]}."
+            )
         f.seek(0)
         records = np.frombuffer(_read_exactly(f, size, "CIFAR-10 data", path), np.uint8)
     images = records.reshape(n, _CIFAR_RECORD)[:, 1:].reshape(n, 3, 32, 32)
     return np.ascontiguousarray(images.transpose(0, 2, 3, 1)), labels
-
-

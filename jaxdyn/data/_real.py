@@ -1,5 +1,6 @@
 """Real (and realistic) classification datasets that need no download: scikit-learn's
 `digits` and the `mnist1d` generator."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -9,15 +10,30 @@ import numpy as np
 
 from jaxdyn._checks import check_float, check_int
 from jaxdyn.data._datasets import (
-    Dataset, _check_classes, _check_seed, _finish, _select_classes, split)
-
+    Dataset,
+    _check_classes,
+    _check_seed,
+    _finish,
+    _select_classes,
+    split,
+)
 
 # --------------------------------------------------------------------------- digits
 
-def digits(n_train: int | None = None, n_test: int | None = None, *, test_fraction: float = 0.2,
-           classes: Sequence[int] | None = None, one_hot: bool | None = None,
-           center: bool = False, standardize: bool = False, flatten: bool = True, seed: int = 0,
-           dtype: Any = np.float64) -> Dataset:
+
+def digits(
+    n_train: int | None = None,
+    n_test: int | None = None,
+    *,
+    test_fraction: float = 0.2,
+    classes: Sequence[int] | None = None,
+    one_hot: bool | None = None,
+    center: bool = False,
+    standardize: bool = False,
+    flatten: bool = True,
+    seed: int = 0,
+    dtype: Any = np.float64,
+) -> Dataset:
     """scikit-learn's handwritten digits: 1797 real 8x8 images, 10 classes, pixels in [0, 1].
 
     The data ship with scikit-learn, so this works offline. There is no official split: after
@@ -55,15 +71,31 @@ def digits(n_train: int | None = None, n_test: int | None = None, *, test_fracti
     n_te = round(tf * available) if n_test is None else n_test
     n_tr = available - n_te if n_train is None else n_train
     if n_tr < 1 or n_tr + n_te > available:
-        raise ValueError(f"`n_train + n_test` must be <= the {available} available examples "
-                         f"(after class selection); got {n_tr} + {n_te}.")
+        raise ValueError(
+            f"`n_train + n_test` must be <= the {available} available examples "
+            f"(after class selection); got {n_tr} + {n_te}."
+        )
     s = split(x, lab, n_tr, n_te, seed)
     # Classes are already selected and relabelled; only the relabelled indices remain.
     k = 10 if classes is None else len(classes)
-    ds = _finish("digits", s.x_train, s.y_train, s.x_test, s.y_test, num_classes=k, classes=None,
-                 one_hot=one_hot, center=center, standardize=standardize, n_train=None,
-                 n_test=None, flatten=flatten, seed=seed, dtype=dtype,
-                 info={"source": "sklearn.datasets.load_digits"})
+    ds = _finish(
+        "digits",
+        s.x_train,
+        s.y_train,
+        s.x_test,
+        s.y_test,
+        num_classes=k,
+        classes=None,
+        one_hot=one_hot,
+        center=center,
+        standardize=standardize,
+        n_train=None,
+        n_test=None,
+        flatten=flatten,
+        seed=seed,
+        dtype=dtype,
+        info={"source": "sklearn.datasets.load_digits"},
+    )
     if classes is not None:
         ds.info["classes"] = _check_classes(classes, 10)
     return ds
@@ -73,18 +105,20 @@ def digits(n_train: int | None = None, n_test: int | None = None, *, test_fracti
 
 # The ten 12-point digit templates of MNIST-1D, as published in github.com/greydanus/mnist1d
 # (mnist1d/data.py, `get_templates`).
-_MNIST1D_TEMPLATES = np.array([
-    [5, 6, 6.5, 6.75, 7, 7, 7, 7, 6.75, 6.5, 6, 5],
-    [5, 3, 3, 3.4, 3.8, 4.2, 4.6, 5, 5.4, 5.8, 5, 5],
-    [5, 6, 6.5, 6.5, 6, 5.25, 4.75, 4, 3.5, 3.5, 4, 5],
-    [5, 6, 6.5, 6.5, 6, 5, 5, 6, 6.5, 6.5, 6, 5],
-    [5, 4.4, 3.8, 3.2, 2.6, 2.6, 5, 5, 5, 5, 5, 5],
-    [5, 3, 3, 3, 3, 5, 6, 6.5, 6.5, 6, 4.5, 5],
-    [5, 4, 3.5, 3.25, 3, 3, 3, 3, 3.25, 3.5, 4, 5],
-    [5, 7, 7, 6.6, 6.2, 5.8, 5.4, 5, 4.6, 4.2, 5, 5],
-    [5, 4, 3.5, 3.5, 4, 5, 5, 4, 3.5, 3.5, 4, 5],
-    [5, 4, 3.5, 3.5, 4, 5, 5, 5, 5, 4.7, 4.3, 5],
-])
+_MNIST1D_TEMPLATES = np.array(
+    [
+        [5, 6, 6.5, 6.75, 7, 7, 7, 7, 6.75, 6.5, 6, 5],
+        [5, 3, 3, 3.4, 3.8, 4.2, 4.6, 5, 5.4, 5.8, 5, 5],
+        [5, 6, 6.5, 6.5, 6, 5.25, 4.75, 4, 3.5, 3.5, 4, 5],
+        [5, 6, 6.5, 6.5, 6, 5, 5, 6, 6.5, 6.5, 6, 5],
+        [5, 4.4, 3.8, 3.2, 2.6, 2.6, 5, 5, 5, 5, 5, 5],
+        [5, 3, 3, 3, 3, 5, 6, 6.5, 6.5, 6, 4.5, 5],
+        [5, 4, 3.5, 3.25, 3, 3, 3, 3, 3.25, 3.5, 4, 5],
+        [5, 7, 7, 6.6, 6.2, 5.8, 5.4, 5, 4.6, 4.2, 5, 5],
+        [5, 4, 3.5, 3.5, 4, 5, 5, 4, 3.5, 3.5, 4, 5],
+        [5, 4, 3.5, 3.5, 4, 5, 5, 5, 5, 4.7, 4.3, 5],
+    ]
+)
 
 
 def _mnist1d_templates() -> np.ndarray:
@@ -101,12 +135,24 @@ def _resample_matrix(n_in: int, n_out: int) -> np.ndarray:
     return np.stack([np.interp(grid_out, grid_in, eye[j]) for j in range(n_in)], axis=1)
 
 
-def mnist1d(n_train: int = 4000, n_test: int = 1000, *, seed: int = 0,
-            classes: Sequence[int] | None = None, one_hot: bool | None = None,
-            center: bool = False, standardize: bool = False, dtype: Any = np.float64,
-            final_seq_length: int = 40, padding: tuple[int, int] = (36, 60),
-            scale_coeff: float = 0.4, max_translation: int = 48, corr_noise_scale: float = 0.25,
-            iid_noise_scale: float = 2e-2, shear_scale: float = 0.75) -> Dataset:
+def mnist1d(
+    n_train: int = 4000,
+    n_test: int = 1000,
+    *,
+    seed: int = 0,
+    classes: Sequence[int] | None = None,
+    one_hot: bool | None = None,
+    center: bool = False,
+    standardize: bool = False,
+    dtype: Any = np.float64,
+    final_seq_length: int = 40,
+    padding: tuple[int, int] = (36, 60),
+    scale_coeff: float = 0.4,
+    max_translation: int = 48,
+    corr_noise_scale: float = 0.25,
+    iid_noise_scale: float = 2e-2,
+    shear_scale: float = 0.75,
+) -> Dataset:
     """MNIST-1D (Greydanus 2020): one-dimensional "digits" of length `final_seq_length`.
 
     Same templates (copied from the reference repository), generative process and default
@@ -137,11 +183,15 @@ def mnist1d(n_train: int = 4000, n_test: int = 1000, *, seed: int = 0,
     check_int("n_test", n_test, minimum=1)
     _check_seed(seed)
     check_int("final_seq_length", final_seq_length, minimum=2)
-    if (not isinstance(padding, Sequence) or len(padding) != 2
-            or not all(isinstance(p, (int, np.integer)) and not isinstance(p, bool)
-                       for p in padding) or not 0 <= padding[0] <= padding[1]):
-        raise ValueError(f"`padding` must be a pair of ints (low, high) with 0 <= low <= high; "
-                         f"got {padding!r}.")
+    if (
+        not isinstance(padding, Sequence)
+        or len(padding) != 2
+        or not all(isinstance(p, (int, np.integer)) and not isinstance(p, bool) for p in padding)
+        or not 0 <= padding[0] <= padding[1]
+    ):
+        raise ValueError(
+            f"`padding` must be a pair of ints (low, high) with 0 <= low <= high; got {padding!r}."
+        )
     check_int("max_translation", max_translation, minimum=1)
     scale_coeff = check_float("scale_coeff", scale_coeff, minimum=0.0)
     corr = check_float("corr_noise_scale", corr_noise_scale, minimum=0.0)
@@ -165,8 +215,9 @@ def mnist1d(n_train: int = 4000, n_test: int = 1000, *, seed: int = 0,
     signals = np.empty((n, length))
     for p in np.unique(pads):
         rows = pads == p
-        padded = np.concatenate([templates[labels[rows]] + 1e-8,
-                                 np.zeros((int(rows.sum()), int(p)))], axis=1)
+        padded = np.concatenate(
+            [templates[labels[rows]] + 1e-8, np.zeros((int(rows.sum()), int(p)))], axis=1
+        )
         signals[rows] = padded @ _resample_matrix(t_len + int(p), length).T
     signals *= scales[:, None]
     cols = (np.arange(length)[None, :] - shifts[:, None]) % length
@@ -176,13 +227,33 @@ def mnist1d(n_train: int = 4000, n_test: int = 1000, *, seed: int = 0,
     xs = signals @ _resample_matrix(length, final_seq_length).T
     xs = (xs - xs.mean()) / xs.std()
 
-    info = {"source": "generated (MNIST-1D, Greydanus 2020)", "generator": {
-        "final_seq_length": final_seq_length, "padding": tuple(padding),
-        "scale_coeff": scale_coeff, "max_translation": max_translation,
-        "corr_noise_scale": corr, "iid_noise_scale": iid, "shear_scale": shear_scale}}
-    return _finish("mnist1d", xs[:n_train], labels[:n_train], xs[n_train:], labels[n_train:],
-                   num_classes=10, classes=classes, one_hot=one_hot, center=center,
-                   standardize=standardize, n_train=None, n_test=None, flatten=None, seed=seed,
-                   dtype=dtype, info=info)
-
-
+    info = {
+        "source": "generated (MNIST-1D, Greydanus 2020)",
+        "generator": {
+            "final_seq_length": final_seq_length,
+            "padding": tuple(padding),
+            "scale_coeff": scale_coeff,
+            "max_translation": max_translation,
+            "corr_noise_scale": corr,
+            "iid_noise_scale": iid,
+            "shear_scale": shear_scale,
+        },
+    }
+    return _finish(
+        "mnist1d",
+        xs[:n_train],
+        labels[:n_train],
+        xs[n_train:],
+        labels[n_train:],
+        num_classes=10,
+        classes=classes,
+        one_hot=one_hot,
+        center=center,
+        standardize=standardize,
+        n_train=None,
+        n_test=None,
+        flatten=None,
+        seed=seed,
+        dtype=dtype,
+        info=info,
+    )

@@ -2,10 +2,13 @@
 used by `jaxdyn run NAME` to its module; the protocol a module follows (NAME, SUMMARY, a
 `Settings` dataclass, PRESETS, `run(settings, out, progress)`, `summary_lines`) is described
 in `jaxdyn.experiments._runner`, which also builds the command-line flags from the settings."""
+
 from jaxdyn._checks import fail
-from jaxdyn.experiments import _runner
+from jaxdyn.experiments import (
+    _runner,
+    linear_vs_real,  # noqa: I001 (after the protocol it builds on)
+)
 from jaxdyn.experiments._runner import ExperimentSettings, option, settings_dict, validate
-from jaxdyn.experiments import linear_vs_real  # noqa: I001 (after the protocol it builds on)
 
 EXPERIMENTS: dict = {}
 for _module in (linear_vs_real,):

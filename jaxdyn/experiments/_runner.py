@@ -18,6 +18,7 @@ An experiment is a module registered in `jaxdyn.experiments.EXPERIMENTS` that de
 
 Every experiment gets `--out`, `--seed`, `--size`, `--quiet` and a progress bar from the CLI.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,9 +37,18 @@ Progress = Callable[[int, int, str], None]
 NameFn = Callable[[str], str]
 
 
-def option(default: Any, help: str, *, choices: tuple | None = None, minimum: float | None = None,
-           maximum: float | None = None, strict_min: bool = False, min_len: int = 1,
-           why: str = "", metavar: str | tuple[str, ...] | None = None) -> Any:
+def option(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    strict_min: bool = False,
+    min_len: int = 1,
+    why: str = "",
+    metavar: str | tuple[str, ...] | None = None,
+) -> Any:
     """A settings field: its default, the help text of its `--flag` and its checks.
 
     Args:
@@ -51,14 +61,23 @@ def option(default: Any, help: str, *, choices: tuple | None = None, minimum: fl
       why: why the bounds hold, for the error message ("to fit slopes against width").
       metavar: argparse's name(s) for the value(s) in `--help`.
     """
-    meta = dict(help=help, choices=choices, minimum=minimum, maximum=maximum,
-                strict_min=strict_min, min_len=min_len, why=why, metavar=metavar)
+    meta = dict(
+        help=help,
+        choices=choices,
+        minimum=minimum,
+        maximum=maximum,
+        strict_min=strict_min,
+        min_len=min_len,
+        why=why,
+        metavar=metavar,
+    )
     return dataclasses.field(default=default, metadata=meta)
 
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentSettings:
     """Base of every experiment's settings: the fields every experiment has."""
+
     seed: int = option(0, "first random seed (runs use seed, seed + 1, ...)", minimum=0)
 
     def check(self, name: NameFn) -> None:
@@ -77,6 +96,7 @@ class ExperimentSettings:
 class FieldSpec(NamedTuple):
     """How one settings field is typed: `kind` is "int", "float", "str" or "bool"; `nargs`
     is None (a scalar), "+" (a variable-length tuple) or an int (a fixed-length tuple)."""
+
     name: str
     kind: str
     nargs: int | str | None
@@ -90,8 +110,10 @@ _KINDS = {int: "int", float: "float", str: "str", bool: "bool"}
 
 
 def _unsupported(cls: type, name: str, hint: Any) -> TypeError:
-    return TypeError(f"`{cls.__name__}.{name}` must be annotated as int, float, str, bool, a "
-                     f"Literal, a tuple of those or one of those | None; got {hint!r}.")
+    return TypeError(
+        f"`{cls.__name__}.{name}` must be annotated as int, float, str, bool, a "
+        f"Literal, a tuple of those or one of those | None; got {hint!r}."
+    )
 
 
 def field_specs(cls: type) -> list[FieldSpec]:
@@ -128,8 +150,17 @@ def field_specs(cls: type) -> list[FieldSpec]:
         if hint not in _KINDS or (nargs is not None and hint is bool):
             raise _unsupported(cls, f.name, hint)
         default = f.default if f.default is not dataclasses.MISSING else None
-        specs.append(FieldSpec(f.name, _KINDS[hint], nargs, allow_none,
-                               None if choices is None else tuple(choices), f.metadata, default))
+        specs.append(
+            FieldSpec(
+                f.name,
+                _KINDS[hint],
+                nargs,
+                allow_none,
+                None if choices is None else tuple(choices),
+                f.metadata,
+                default,
+            )
+        )
     return specs
 
 
@@ -147,8 +178,13 @@ def _check_scalar(spec: FieldSpec, label: str, value: Any) -> Any:
     if spec.kind == "int":
         return _checks.check_int(label, value, minimum=m.get("minimum"), maximum=m.get("maximum"))
     if spec.kind == "float":
-        return _checks.check_float(label, value, minimum=m.get("minimum"), maximum=m.get("maximum"),
-                                   strict_min=bool(m.get("strict_min")))
+        return _checks.check_float(
+            label,
+            value,
+            minimum=m.get("minimum"),
+            maximum=m.get("maximum"),
+            strict_min=bool(m.get("strict_min")),
+        )
     if not isinstance(value, str):
         _checks.fail(label, "a string", _checks.describe(value), TypeError)
     return value
@@ -190,8 +226,12 @@ def validate(settings: ExperimentSettings, name: NameFn = _plain) -> None:
       ValueError: a setting out of range, not among its choices, NaN, ...
     """
     if not isinstance(settings, ExperimentSettings):
-        _checks.fail("settings", "an experiment's Settings (an ExperimentSettings dataclass)",
-                     _checks.describe(settings), TypeError)
+        _checks.fail(
+            "settings",
+            "an experiment's Settings (an ExperimentSettings dataclass)",
+            _checks.describe(settings),
+            TypeError,
+        )
     for spec in field_specs(type(settings)):
         _check_field(spec, getattr(settings, spec.name), name)
     settings.check(name)
@@ -222,20 +262,32 @@ def check_experiment(module: types.ModuleType) -> types.ModuleType:
     """
     for attr in _REQUIRED:
         if not hasattr(module, attr):
-            _checks.fail(f"{module.__name__}.{attr}", "defined by an experiment module", "nothing",
-                         TypeError)
+            _checks.fail(
+                f"{module.__name__}.{attr}", "defined by an experiment module", "nothing", TypeError
+            )
     cls = module.Settings
-    if not (isinstance(cls, type) and issubclass(cls, ExperimentSettings)
-            and dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen):
-        _checks.fail(f"{module.__name__}.Settings", "a frozen dataclass subclassing "
-                     "ExperimentSettings", repr(cls), TypeError)
+    if not (
+        isinstance(cls, type)
+        and issubclass(cls, ExperimentSettings)
+        and dataclasses.is_dataclass(cls)
+        and cls.__dataclass_params__.frozen
+    ):
+        _checks.fail(
+            f"{module.__name__}.Settings",
+            "a frozen dataclass subclassing ExperimentSettings",
+            repr(cls),
+            TypeError,
+        )
     field_specs(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for size, values in presets(module).items():
         unknown = sorted(set(values) - names)
         if unknown:
-            _checks.fail(f"{module.__name__}.PRESETS[{size!r}]", f"settings of {cls.__name__} "
-                         f"(one of {sorted(names)})", repr(unknown))
+            _checks.fail(
+                f"{module.__name__}.PRESETS[{size!r}]",
+                f"settings of {cls.__name__} (one of {sorted(names)})",
+                repr(unknown),
+            )
         validate(cls(**values), lambda f, size=size: f"PRESETS[{size!r}][{f!r}]")
     return module
 
@@ -251,6 +303,7 @@ def register(registry: dict[str, types.ModuleType], module: types.ModuleType) ->
 
 # --------------------------------------------------------------------------- CLI
 
+
 def _default_text(value: Any) -> str:
     if isinstance(value, (tuple, list)):
         return " ".join(map(str, value))
@@ -264,11 +317,18 @@ def add_arguments(parser: argparse.ArgumentParser, module: types.ModuleType) -> 
     explicit flag (overrides the preset) from the preset's value.
     """
     sizes = presets(module)
-    described = [f"{k}: " + (", ".join(f"{flag(f)} {_default_text(v)}" for f, v in p.items())
-                             or "the defaults") for k, p in sizes.items()]
-    parser.add_argument("--size", default="default", choices=tuple(sizes),
-                        help="preset of settings to start from (explicit flags override it): "
-                             + "; ".join(described))
+    described = [
+        f"{k}: "
+        + (", ".join(f"{flag(f)} {_default_text(v)}" for f, v in p.items()) or "the defaults")
+        for k, p in sizes.items()
+    ]
+    parser.add_argument(
+        "--size",
+        default="default",
+        choices=tuple(sizes),
+        help="preset of settings to start from (explicit flags override it): "
+        + "; ".join(described),
+    )
     for spec in field_specs(module.Settings):
         kwargs: dict[str, Any] = dict(dest=spec.name, default=argparse.SUPPRESS)
         shown = [f"default {_default_text(spec.default)}"]
@@ -309,8 +369,10 @@ class ProgressBar:
         filled = int(round(self.width * frac))
         elapsed = time.perf_counter() - self.start
         eta = elapsed / frac - elapsed if 0 < frac < 1 else 0.0
-        self.stream.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total} "
-                          f"{elapsed:6.1f}s eta {eta:5.1f}s  {description:<32}")
+        self.stream.write(
+            f"\r[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total} "
+            f"{elapsed:6.1f}s eta {eta:5.1f}s  {description:<32}"
+        )
         if done >= total:
             self.stream.write("\n")
         self.stream.flush()

@@ -12,6 +12,7 @@ linearized network follows the closed form; then fits log-log slopes against wid
 on jaxdyn's public API. Each finished (width, seed) point is written atomically, so an
 interrupted run resumes where it stopped.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,7 +36,10 @@ NAME = "linear-vs-real"
 SUMMARY = "wide networks vs their linearization and the closed-form NTK dynamics (Lee et al. 2019)"
 
 ACTIVATIONS: dict[str, Callable[[], nets.Layer]] = {
-    "relu": nets.Relu, "erf": nets.Erf, "tanh": nets.Tanh}
+    "relu": nets.Relu,
+    "erf": nets.Erf,
+    "tanh": nets.Tanh,
+}
 OPTIMIZERS = ("sgd", "momentum", "adam")
 # Classification datasets with a binary +-1 subset (`classes`); the file-based ones need their
 # files (see `jaxdyn.data`) under --data-dir, $JAXDYN_DATA or the Debian dataset folder.
@@ -43,58 +47,94 @@ DATASETS = ("digits", "mnist1d", "fashion_mnist", "mnist", "cifar10")
 FILE_DATASETS = ("fashion_mnist", "mnist", "cifar10")
 # Seed-mean metrics whose log-log slope against width is fitted, and those tabulated per width.
 SLOPE_METRICS = ("plateau_rmse", "kernel_change", "weight_change")
-PER_WIDTH_METRICS = (*SLOPE_METRICS, "final_loss_net", "test_accuracy_net", "test_accuracy_lin",
-                     "critical_learning_rate")
+PER_WIDTH_METRICS = (
+    *SLOPE_METRICS,
+    "final_loss_net",
+    "test_accuracy_net",
+    "test_accuracy_lin",
+    "critical_learning_rate",
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings(ExperimentSettings):
     """Settings of one run; every field is a command-line option (`--n-train`, ...)."""
-    dataset: str = option("digits", "dataset (digits: scikit-learn's handwritten digits; "
-                          "fashion_mnist, mnist and cifar10 read their files)", choices=DATASETS)
-    data_dir: str | None = option(None, "folder with the dataset files (none: $JAXDYN_DATA, then "
-                                  "/usr/share/datasets/fashion-mnist)")
-    classes: tuple[int, int] = option((3, 8), "binary task: class A -> -1, B -> +1", minimum=0,
-                                      metavar=("A", "B"))
+
+    dataset: str = option(
+        "digits",
+        "dataset (digits: scikit-learn's handwritten digits; "
+        "fashion_mnist, mnist and cifar10 read their files)",
+        choices=DATASETS,
+    )
+    data_dir: str | None = option(
+        None,
+        "folder with the dataset files (none: $JAXDYN_DATA, then "
+        "/usr/share/datasets/fashion-mnist)",
+    )
+    classes: tuple[int, int] = option(
+        (3, 8), "binary task: class A -> -1, B -> +1", minimum=0, metavar=("A", "B")
+    )
     n_train: int = option(128, "training points", minimum=1)
     n_test: int = option(64, "test points", minimum=1)
-    widths: tuple[int, ...] = option((128, 256, 512, 1024, 2048), "hidden widths", minimum=1,
-                                     min_len=2, why="to fit slopes against width")
+    widths: tuple[int, ...] = option(
+        (128, 256, 512, 1024, 2048),
+        "hidden widths",
+        minimum=1,
+        min_len=2,
+        why="to fit slopes against width",
+    )
     seeds: int = option(2, "seeds per width (seed, seed + 1, ...)", minimum=1)
     depth: int = option(1, "hidden layers", minimum=1)
     activation: str = option("relu", "activation", choices=tuple(ACTIVATIONS))
     w_std: float = option(1.0, "weight scale W_std", minimum=0, strict_min=True)
     b_std: float = option(0.1, "bias scale b_std", minimum=0)
-    optimizer: str = option("sgd", "sgd (full-batch GD) and momentum have exact closed forms; "
-                            "adam has none", choices=OPTIMIZERS)
+    optimizer: str = option(
+        "sgd",
+        "sgd (full-batch GD) and momentum have exact closed forms; adam has none",
+        choices=OPTIMIZERS,
+    )
     learning_rate: float = option(1.0, "learning rate", minimum=0, strict_min=True)
     momentum: float = option(0.9, "momentum for --optimizer momentum, in [0, 1)", minimum=0)
     steps: int = option(500, "optimizer steps", minimum=1)
     record_every: int = option(10, "record outputs every this many steps", minimum=1)
     dtype: Literal["float32", "float64"] = option(
-        "float64", "floating-point type of the run (float64 enables JAX's x64 only inside the run)")
+        "float64", "floating-point type of the run (float64 enables JAX's x64 only inside the run)"
+    )
 
     def check(self, name: Callable[[str], str]) -> None:
         if len(set(self.widths)) < 2:
-            fail(name("widths"), "2 or more distinct widths (to fit slopes against width)",
-                         repr(list(self.widths)))
+            fail(
+                name("widths"),
+                "2 or more distinct widths (to fit slopes against width)",
+                repr(list(self.widths)),
+            )
         if self.classes[0] == self.classes[1]:
             fail(name("classes"), "two different classes", repr(list(self.classes)))
         if not self.momentum < 1:
-            fail(name("momentum"), "in [0, 1) (a momentum >= 1 never converges)",
-                         repr(self.momentum))
+            fail(
+                name("momentum"), "in [0, 1) (a momentum >= 1 never converges)", repr(self.momentum)
+            )
         if self.steps % self.record_every:
-            fail(name("steps"), f"a multiple of {name('record_every')} "
-                         f"({self.record_every})", repr(self.steps))
+            fail(
+                name("steps"),
+                f"a multiple of {name('record_every')} ({self.record_every})",
+                repr(self.steps),
+            )
 
 
-Config = Settings     # the name before the experiment protocol
+Config = Settings  # the name before the experiment protocol
 
 # `--size` presets; explicit flags override them.
 PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(n_train=32, n_test=16, widths=(64, 128, 256), seeds=1, steps=100),
-    "paper": dict(n_train=256, n_test=128, widths=(128, 256, 512, 1024, 2048, 4096), seeds=4,
-                  steps=1000, record_every=20),
+    "paper": dict(
+        n_train=256,
+        n_test=128,
+        widths=(128, 256, 512, 1024, 2048, 4096),
+        seeds=4,
+        steps=1000,
+        record_every=20,
+    ),
 }
 
 
@@ -102,8 +142,10 @@ def _layers(settings: Settings, width: int, d_out: int) -> nets.Layer:
     """`depth` x (Dense(width), activation), then Dense(d_out), in NTK parameterisation."""
     hidden = []
     for _ in range(settings.depth):
-        hidden += [nets.Dense(width, W_std=settings.w_std, b_std=settings.b_std),
-                   ACTIVATIONS[settings.activation]()]
+        hidden += [
+            nets.Dense(width, W_std=settings.w_std, b_std=settings.b_std),
+            ACTIVATIONS[settings.activation](),
+        ]
     return nets.serial(*hidden, nets.Dense(d_out, W_std=settings.w_std, b_std=settings.b_std))
 
 
@@ -115,9 +157,13 @@ def init_params(key: jax.Array, sizes: Sequence[int], dtype) -> tuple:
     bias from `fold_in(key, 1)`), not `nets.serial`'s `init_fn`, so results do not change.
     """
     keys = jax.random.split(key, len(sizes) - 1)
-    dense = [(jax.random.normal(k, (a, b), dtype),
-              jax.random.normal(jax.random.fold_in(k, 1), (b,), dtype))
-             for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
+    dense = [
+        (
+            jax.random.normal(k, (a, b), dtype),
+            jax.random.normal(jax.random.fold_in(k, 1), (b,), dtype),
+        )
+        for k, a, b in zip(keys, sizes[:-1], sizes[1:])
+    ]
     params: list = []
     for i, p in enumerate(dense):
         params += [p] if i == len(dense) - 1 else [p, ()]
@@ -126,15 +172,24 @@ def init_params(key: jax.Array, sizes: Sequence[int], dtype) -> tuple:
 
 def load_data(settings: Settings):
     """Binary subset with +-1 targets, standardised with train statistics."""
-    kwargs: dict[str, Any] = dict(n_train=settings.n_train, n_test=settings.n_test,
-                                  standardize=True, seed=0, classes=tuple(settings.classes))
+    kwargs: dict[str, Any] = dict(
+        n_train=settings.n_train,
+        n_test=settings.n_test,
+        standardize=True,
+        seed=0,
+        classes=tuple(settings.classes),
+    )
     if settings.dataset in FILE_DATASETS:
         kwargs["data_dir"] = settings.data_dir
     ds = jaxdyn.data.load(settings.dataset, **kwargs)
     dtype = jnp.dtype(settings.dtype)
     flat = lambda a: jnp.asarray(a, dtype).reshape(a.shape[0], -1)  # noqa: E731
-    return (flat(ds.x_train), jnp.asarray(ds.y_train, dtype), flat(ds.x_test),
-            jnp.asarray(ds.y_test, dtype))
+    return (
+        flat(ds.x_train),
+        jnp.asarray(ds.y_train, dtype),
+        flat(ds.x_test),
+        jnp.asarray(ds.y_test, dtype),
+    )
 
 
 def _optimizer(settings: Settings) -> tuple[optax.GradientTransformation, str | None]:
@@ -158,24 +213,38 @@ def run_point(settings: Settings, data, width: int, seed: int) -> dict[str, Any]
     sizes = [x.shape[1]] + [width] * settings.depth + [y.shape[1]]
     params0 = init_params(jax.random.PRNGKey(seed), sizes, jnp.dtype(settings.dtype))
     optimizer, kind = _optimizer(settings)
-    run = dict(optimizer=optimizer, steps=settings.steps, record_every=settings.record_every,
-               x_test=xt, y_test=yt)
+    run = dict(
+        optimizer=optimizer,
+        steps=settings.steps,
+        record_every=settings.record_every,
+        x_test=xt,
+        y_test=yt,
+    )
     # The critical rate of plain GD on the initial NTK, reported; for sgd (with or without
     # momentum) trajectory is told it too, so a rate above it warns before training starts.
-    critical = float(jaxdyn.dynamics.mse(jaxdyn.empirical_ntk(apply, params0, x), y)
-                     .critical_learning_rate)
+    critical = float(
+        jaxdyn.dynamics.mse(jaxdyn.empirical_ntk(apply, params0, x), y).critical_learning_rate
+    )
     if kind is not None:
         beta = settings.momentum if kind == "momentum" else 0.0
-        run.update(learning_rate=settings.learning_rate, critical_learning_rate=critical * (1 + beta))
-    net = jaxdyn.trajectory(apply, params0, x, y, kernel_every=settings.steps, keep_params=False,
-                            **run)
+        run.update(
+            learning_rate=settings.learning_rate, critical_learning_rate=critical * (1 + beta)
+        )
+    net = jaxdyn.trajectory(
+        apply, params0, x, y, kernel_every=settings.steps, keep_params=False, **run
+    )
     lin = jaxdyn.trajectory(apply, params0, x, y, linearize=True, **run)
     closed = closed_loss = None
     theta = net.ntk[0]
     if kind is not None:
         theta_test = jaxdyn.empirical_ntk(apply, params0, xt, x)
-        predict = jaxdyn.dynamics.mse(theta, y, learning_rate=settings.learning_rate, kind=kind,
-                                      momentum=settings.momentum if kind == "momentum" else None)
+        predict = jaxdyn.dynamics.mse(
+            theta,
+            y,
+            learning_rate=settings.learning_rate,
+            kind=kind,
+            momentum=settings.momentum if kind == "momentum" else None,
+        )
         f0 = apply(params0, x)
         closed = predict(net.steps, f0, apply(params0, xt), theta_test)
         closed_loss = predict.loss(net.steps, f0)
@@ -186,16 +255,19 @@ def run_point(settings: Settings, data, width: int, seed: int) -> dict[str, Any]
         plateau_rmse=float(agree.rmse_net_lin_test[-1]),
         kernel_change=float(jaxdyn.kernel_change(net)[-1]),
         weight_change=float(net.param_distance[-1]) / _norm(params0),
-        final_loss_net=float(net.loss[-1]), final_loss_lin=float(lin.loss[-1]),
+        final_loss_net=float(net.loss[-1]),
+        final_loss_lin=float(lin.loss[-1]),
         test_accuracy_net=float(agree.accuracy_net_test[-1]),
         test_accuracy_lin=float(agree.accuracy_lin_test[-1]),
         critical_learning_rate=critical,
         steps=tolist(net.steps),
         rmse_net_lin_test=tolist(agree.rmse_net_lin_test),
         rmse_lin_closed_form_test=tolist(agree.rmse_lin_closed_form_test),
-        loss_net=tolist(net.loss), loss_lin=tolist(lin.loss),
+        loss_net=tolist(net.loss),
+        loss_lin=tolist(lin.loss),
         loss_closed_form=tolist(closed_loss),
-        f_test_net=tolist(net.f_test[:, :show, 0]), f_test_lin=tolist(lin.f_test[:, :show, 0]),
+        f_test_net=tolist(net.f_test[:, :show, 0]),
+        f_test_lin=tolist(lin.f_test[:, :show, 0]),
         f_test_closed_form=tolist(None if closed is None else closed[1][:, :show, 0]),
     )
 
@@ -227,8 +299,11 @@ def closed_form_agreement(points: list[dict[str, Any]]) -> dict[str, Any] | None
     return worst
 
 
-def run(settings: Settings, out: str | os.PathLike,
-        progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+def run(
+    settings: Settings,
+    out: str | os.PathLike,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> dict[str, Any]:
     """Runs the sweep (resuming from `out/points`), writes figures and `results.json`.
 
     Every setting is checked, and the data loaded, before `out` is claimed, so a failing call
@@ -247,25 +322,43 @@ def run(settings: Settings, out: str | os.PathLike,
         widths = sorted(set(settings.widths))
         seeds = list(range(settings.seed, settings.seed + settings.seeds))
         stored = settings_dict(settings)
-        points = sweep.sweep(lambda width, seed: run_point(settings, data, width, seed),
-                             {"width": widths, "seed": seeds}, out, settings=stored,
-                             required=PER_WIDTH_METRICS, progress=progress, name="out")
+        points = sweep.sweep(
+            lambda width, seed: run_point(settings, data, width, seed),
+            {"width": widths, "seed": seeds},
+            out,
+            settings=stored,
+            required=PER_WIDTH_METRICS,
+            progress=progress,
+            name="out",
+        )
         mean, std = _per_width(points, widths, seeds)
-        slopes = {m: jaxdyn.compare.fit_loglog_slope(np.array(widths, np.float64), mean[m])
-                  for m in SLOPE_METRICS}
+        slopes = {
+            m: jaxdyn.compare.fit_loglog_slope(np.array(widths, np.float64), mean[m])
+            for m in SLOPE_METRICS
+        }
         res = dict(
-            experiment=NAME, settings=stored, environment=results.environment(),
+            experiment=NAME,
+            settings=stored,
+            environment=results.environment(),
             wall_seconds=time.perf_counter() - t0,
             **{f"{m}_slope": slopes[m].slope for m in SLOPE_METRICS},
             slope_fits={k: v._asdict() for k, v in slopes.items()},
             linearized_vs_closed_form=closed_form_agreement(points),
-            per_width=[dict(width=int(w), **{m: dict(mean=float(mean[m][i]), std=float(std[m][i]))
-                                              for m in PER_WIDTH_METRICS})
-                       for i, w in enumerate(widths)],
+            per_width=[
+                dict(
+                    width=int(w),
+                    **{
+                        m: dict(mean=float(mean[m][i]), std=float(std[m][i]))
+                        for m in PER_WIDTH_METRICS
+                    },
+                )
+                for i, w in enumerate(widths)
+            ],
         )
     out = pathlib.Path(out)
     # imported here: matplotlib is not needed to list or validate experiments
     from jaxdyn.experiments import linear_vs_real_plots
+
     res["figures"] = list(linear_vs_real_plots.save_figures(res, points, out))
     res = results.to_jsonable(res)
     results.write_json_atomic(out / "results.json", res)
@@ -274,17 +367,25 @@ def run(settings: Settings, out: str | os.PathLike,
 
 def summary_lines(res: dict[str, Any]) -> Sequence[str]:
     """Human-readable summary printed by the CLI."""
-    lines = [f"{'width':>7} {'plateau RMSE':>13} {'kernel change':>14} {'weight change':>14} "
-             f"{'test acc':>9}"]
+    lines = [
+        f"{'width':>7} {'plateau RMSE':>13} {'kernel change':>14} {'weight change':>14} "
+        f"{'test acc':>9}"
+    ]
     for row in res["per_width"]:
-        lines.append(f"{row['width']:>7} {row['plateau_rmse']['mean']:>13.3e} "
-                     f"{row['kernel_change']['mean']:>14.3e} {row['weight_change']['mean']:>14.3e} "
-                     f"{row['test_accuracy_net']['mean']:>9.3f}")
-    lines.append(f"fitted log-log slopes: plateau RMSE {res['plateau_rmse_slope']:+.2f}, "
-                 f"kernel change {res['kernel_change_slope']:+.2f}, "
-                 f"weight change {res['weight_change_slope']:+.2f}")
+        lines.append(
+            f"{row['width']:>7} {row['plateau_rmse']['mean']:>13.3e} "
+            f"{row['kernel_change']['mean']:>14.3e} {row['weight_change']['mean']:>14.3e} "
+            f"{row['test_accuracy_net']['mean']:>9.3f}"
+        )
+    lines.append(
+        f"fitted log-log slopes: plateau RMSE {res['plateau_rmse_slope']:+.2f}, "
+        f"kernel change {res['kernel_change_slope']:+.2f}, "
+        f"weight change {res['weight_change_slope']:+.2f}"
+    )
     agree = res.get("linearized_vs_closed_form")
     if agree is not None:
-        lines.append(f"linearized network vs closed form: max test RMSE {agree['max_rmse']:.1e} "
-                     f"(width {agree['width']}, seed {agree['seed']})")
+        lines.append(
+            f"linearized network vs closed form: max test RMSE {agree['max_rmse']:.1e} "
+            f"(width {agree['width']}, seed {agree['seed']})"
+        )
     return lines

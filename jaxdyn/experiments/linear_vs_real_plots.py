@@ -11,6 +11,7 @@ keys `linear_vs_real.run_point` writes). It turns them into arrays for the gener
 - `scaling.png`: plateau RMSE(network, linearized) and the relative kernel and weight changes
   against width, log-log, with fitted slopes and reference slopes -1 and -1/2.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,9 @@ def _pick(points: Sequence[dict[str, Any]], width: int) -> dict[str, Any]:
     """The point of `width` with the smallest seed (one representative run per width)."""
     mine = [p for p in points if p["width"] == width]
     if not mine:
-        raise ValueError(f"`points` must hold width {width}; got widths "
-                         f"{sorted({p['width'] for p in points})}.")
+        raise ValueError(
+            f"`points` must hold width {width}; got widths {sorted({p['width'] for p in points})}."
+        )
     return min(mine, key=lambda p: p["seed"])
 
 
@@ -56,28 +58,40 @@ def outputs_figure(points: Sequence[dict[str, Any]], widths: Sequence[int] | Non
       A `Figure`.
     """
     from matplotlib.figure import Figure
+
     all_widths = _widths(points)
     widths = list(widths) if widths is not None else sorted({all_widths[0], all_widths[-1]})
     fig = Figure(figsize=(5.5 * len(widths) + 1.5, 4.2), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(widths), sharey=True))
     for i, (ax, w) in enumerate(zip(axes, widths)):
         p = _pick(points, w)
-        outputs = {"network": p["f_test_net"], "linearized": p["f_test_lin"],
-                   "closed form": p.get("f_test_closed_form")}
+        outputs = {
+            "network": p["f_test_net"],
+            "linearized": p["f_test_lin"],
+            "closed form": p.get("f_test_closed_form"),
+        }
         ys = {}
         for model, f in outputs.items():
-            if f is None:       # adam has no closed form
+            if f is None:  # adam has no closed form
                 continue
             f = np.asarray(f, float)
             for j in range(f.shape[1]):
                 ys[(model, f"test point {j + 1}")] = f[:, j]
-        plot.curves(p["steps"], ys, ax=ax, xlabel=STEP,
-                    ylabel="output on a test point (target units)",
-                    title=f"width {w}", colour_title="test point", legend=i == len(widths) - 1)
+        plot.curves(
+            p["steps"],
+            ys,
+            ax=ax,
+            xlabel=STEP,
+            ylabel="output on a test point (target units)",
+            title=f"width {w}",
+            colour_title="test point",
+            legend=i == len(widths) - 1,
+        )
     closed = all(p.get("f_test_closed_form") is not None for p in points)
-    fig.suptitle("Test outputs during training: the wider the network (solid), the closer it "
-                 "stays to its linearization (dashed)" + (" and the closed form (circles)"
-                                                          if closed else ""))
+    fig.suptitle(
+        "Test outputs during training: the wider the network (solid), the closer it "
+        "stays to its linearization (dashed)" + (" and the closed form (circles)" if closed else "")
+    )
     return fig
 
 
@@ -90,18 +104,26 @@ def loss_figure(points: Sequence[dict[str, Any]], width: int | None = None):
       A `Figure`.
     """
     from matplotlib.figure import Figure
+
     widths = _widths(points)
     width = width if width is not None else widths[-1]
     fig = Figure(figsize=(12, 4.5), layout="constrained")
     left, right = fig.subplots(1, 2)
     p = _pick(points, width)
-    losses = {"network": p["loss_net"], "linearized": p["loss_lin"],
-              "closed form": p.get("loss_closed_form")}
-    plot.curves(p["steps"], {m: v for m, v in losses.items() if v is not None}, ax=left,
-                logy=True, xlabel=STEP,
-                ylabel="training loss ½·mean((f − y)²) (target units²)",
-                title=f"training loss, width {width}\n"
-                      "(the curves overlap: the right panel shows the gaps)")
+    losses = {
+        "network": p["loss_net"],
+        "linearized": p["loss_lin"],
+        "closed form": p.get("loss_closed_form"),
+    }
+    plot.curves(
+        p["steps"],
+        {m: v for m, v in losses.items() if v is not None},
+        ax=left,
+        logy=True,
+        xlabel=STEP,
+        ylabel="training loss ½·mean((f − y)²) (target units²)",
+        title=f"training loss, width {width}\n(the curves overlap: the right panel shows the gaps)",
+    )
     gaps, has_closed_form = {}, all(q.get("loss_closed_form") is not None for q in points)
     for w in widths:
         q = _pick(points, w)
@@ -113,11 +135,20 @@ def loss_figure(points: Sequence[dict[str, Any]], width: int | None = None):
         else:
             gaps[("network", f"width {w}")] = np.abs(net - lin)
     reference = "closed form" if has_closed_form else "linearized network"
-    plot.curves(p["steps"], gaps, ax=right, logy=True, xlabel=STEP,
-                ylabel=f"|loss − {reference}'s loss| (target units²)", colour_title="width",
-                style_title="model",
-                title=(f"loss gap to the {reference}: compare the network's across widths"
-                       + ("\n(the linearized one is rounding error)" if has_closed_form else "")))
+    plot.curves(
+        p["steps"],
+        gaps,
+        ax=right,
+        logy=True,
+        xlabel=STEP,
+        ylabel=f"|loss − {reference}'s loss| (target units²)",
+        colour_title="width",
+        style_title="model",
+        title=(
+            f"loss gap to the {reference}: compare the network's across widths"
+            + ("\n(the linearized one is rounding error)" if has_closed_form else "")
+        ),
+    )
     return fig
 
 
@@ -128,31 +159,56 @@ def scaling_figure(results: dict[str, Any]):
       A `Figure`.
     """
     from matplotlib.figure import Figure
+
     rows = results["per_width"]
     widths = [r["width"] for r in rows]
     metrics = ("plateau_rmse", "kernel_change", "weight_change")
     means = {m: [r[m]["mean"] for r in rows] for m in metrics}
     stds = {m: [r[m]["std"] for r in rows] for m in metrics}
-    fits = {m: _Fit(results["slope_fits"][m]["slope"], results["slope_fits"][m]["intercept"])
-            for m in metrics if m in results.get("slope_fits", {})}
+    fits = {
+        m: _Fit(results["slope_fits"][m]["slope"], results["slope_fits"][m]["intercept"])
+        for m in metrics
+        if m in results.get("slope_fits", {})
+    }
     fig = Figure(figsize=(12, 4.5), layout="constrained")
     left, right = fig.subplots(1, 2)
-    plot.power_laws(widths, means, stds, fits, keys=["plateau_rmse"], ax=left,
-                    labels={"plateau_rmse": "plateau RMSE(network, linearized)"},
-                    xlabel="width (hidden units)", ylabel="RMSE on test points (target units)",
-                    title="distance from the linearization at the end of training")
-    plot.power_laws(widths, means, stds, fits, keys=["kernel_change", "weight_change"], ax=right,
-                    labels={"kernel_change": "kernel change ‖Θ_T − Θ_0‖ / ‖Θ_0‖",
-                            "weight_change": "weight change ‖θ_T − θ_0‖ / ‖θ_0‖"},
-                    xlabel="width (hidden units)", ylabel="relative change (dimensionless)",
-                    title="how much kernel and weights move in training")
-    fig.suptitle("Lazy training with width: error bars are the spread over seeds; compare the "
-                 "fitted slopes with the reference lines")
+    plot.power_laws(
+        widths,
+        means,
+        stds,
+        fits,
+        keys=["plateau_rmse"],
+        ax=left,
+        labels={"plateau_rmse": "plateau RMSE(network, linearized)"},
+        xlabel="width (hidden units)",
+        ylabel="RMSE on test points (target units)",
+        title="distance from the linearization at the end of training",
+    )
+    plot.power_laws(
+        widths,
+        means,
+        stds,
+        fits,
+        keys=["kernel_change", "weight_change"],
+        ax=right,
+        labels={
+            "kernel_change": "kernel change ‖Θ_T − Θ_0‖ / ‖Θ_0‖",
+            "weight_change": "weight change ‖θ_T − θ_0‖ / ‖θ_0‖",
+        },
+        xlabel="width (hidden units)",
+        ylabel="relative change (dimensionless)",
+        title="how much kernel and weights move in training",
+    )
+    fig.suptitle(
+        "Lazy training with width: error bars are the spread over seeds; compare the "
+        "fitted slopes with the reference lines"
+    )
     return fig
 
 
-def save_figures(results: dict[str, Any], points: Sequence[dict[str, Any]],
-                 out_dir: str | os.PathLike) -> list[str]:
+def save_figures(
+    results: dict[str, Any], points: Sequence[dict[str, Any]], out_dir: str | os.PathLike
+) -> list[str]:
     """Writes `FIGURES` into `out_dir`.
 
     Args:
@@ -164,7 +220,8 @@ def save_figures(results: dict[str, Any], points: Sequence[dict[str, Any]],
       The file names written, in the order of `FIGURES`.
     """
     out = pathlib.Path(out_dir)
-    for name, fig in zip(FIGURES, (outputs_figure(points), loss_figure(points),
-                                   scaling_figure(results))):
+    for name, fig in zip(
+        FIGURES, (outputs_figure(points), loss_figure(points), scaling_figure(results))
+    ):
         fig.savefig(out / name, dpi=110)
     return list(FIGURES)
