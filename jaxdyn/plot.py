@@ -53,7 +53,9 @@ def _colours(n: int) -> list[str]:
 
 
 def _plain(value: float, _pos=None) -> str:
-    """Tick text for log axes: `0.05`, `300`, `1e-05`, never `3x10^2`."""
+    """Tick text for log axes: `0.05`, `300`, `2048`, `1e-05`, never `3x10^2` or `2.05e+03`."""
+    if 1 <= abs(value) < 1e6 and float(value).is_integer():
+        return str(int(value))
     return f"{value:.3g}"
 
 

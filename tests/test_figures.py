@@ -251,3 +251,9 @@ def test_network_vs_kernel_example_figure_is_labelled():
         width=16,
     )
     assert_labelled(fig, "network_vs_kernel.png")
+
+
+def test_log_tick_text_is_plain():
+    """Widths such as 1024 and 2048 read as themselves, not `1.02e+03` (the default job's)."""
+    texts = [plot._plain(v) for v in (1024.0, 2048.0, 300.0, 0.05, 1e-5, 2.5)]
+    assert texts == ["1024", "2048", "300", "0.05", "1e-05", "2.5"]
