@@ -62,6 +62,8 @@ class Trajectory(NamedTuple):
       ntk_steps: `(Tk,)` steps at which the NTK was recorded, or None.
       ntk: `(Tk, n, n)` empirical NTK of the trained model on `x_train` (mean over outputs),
         or None. `kernel_change(traj)` turns it into the relative drift.
+      observed: what `observe(params)` returned at each recorded step, leaves `(T, ...)`, or
+        None (no `observe`).
     """
 
     steps: jax.Array
@@ -73,6 +75,7 @@ class Trajectory(NamedTuple):
     params: PyTree | None
     ntk_steps: jax.Array | None
     ntk: jax.Array | None
+    observed: PyTree | None = None
 
 
 def mse_loss(f: jax.Array, y: jax.Array) -> jax.Array:
@@ -361,6 +364,7 @@ def trajectory(
     ntk_method: str = "auto",
     learning_rate: float | None = None,
     critical_learning_rate: float | None = None,
+    observe: Callable[[PyTree], PyTree] | None = None,
 ) -> Trajectory:
     """Trains `apply_fn` from `params0` with `optimizer` and records the run.
 
@@ -387,6 +391,11 @@ def trajectory(
         optax optimizer does not expose its rate): pass the rate `optimizer` uses and the
         critical one, e.g. `dynamics.mse(k, y_train).critical_learning_rate` for gradient
         descent on the MSE loss, and a rate above the critical one warns before training.
+      observe: optional `observe(params) -> PyTree of arrays`, evaluated at every recorded
+        step (of the trained model's parameters: those of the linearization when
+        `linearize=True`) and returned stacked in `Trajectory.observed`, without keeping
+        parameter snapshots; e.g. `lambda p: hidden(p, x_pair)` for the hidden
+        representations of two inputs.
 
     Returns:
       A `Trajectory`. The whole loop runs as one compiled `lax.scan`; wrap the call in
@@ -428,6 +437,13 @@ def trajectory(
     )
     n = x_train.shape[0]
     _warn_above_critical(learning_rate, critical_learning_rate)
+    if observe is not None and not callable(observe):
+        fail(
+            "trajectory(observe)",
+            "a callable observe(params) -> arrays, or None",
+            describe(observe),
+            TypeError,
+        )
     # NumPy inputs (the data loaders return them) must become JAX arrays: minibatches index them
     # with traced indices inside the scan.
     x_train, y_train = jnp.asarray(x_train), jnp.asarray(y_train)
@@ -461,6 +477,8 @@ def trajectory(
                 out["test_loss"] = loss_fn(f_te, y_test)
         if keep_params:
             out["params"] = p
+        if observe is not None:
+            out["observed"] = observe(p)
         return out
 
     def record_chunk(carry, _):
@@ -496,6 +514,7 @@ def trajectory(
         params=recs.get("params"),
         ntk_steps=ntk_steps,
         ntk=ntk,
+        observed=recs.get("observed"),
     )
     if is_concrete(traj.loss):
         message = _divergence(np.asarray(traj.steps), np.asarray(traj.loss))
