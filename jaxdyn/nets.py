@@ -46,8 +46,9 @@ import numpy as np
 from jaxdyn import infinite
 from jaxdyn._checks import check_array, check_float, check_int, describe, fail
 from jaxdyn._nets_kernel import KernelFn
+from jaxdyn._nets_structure import serial_structure
 from jaxdyn.infinite import GETS, Kernel, KernelState
-from jaxdyn.structure import ConvSpec, LinearLayer, Tap
+from jaxdyn.structure import ConvSpec
 
 __all__ = [
     "GETS",
@@ -85,61 +86,6 @@ class Layer(NamedTuple):
     init_fn: Callable[[jax.Array, Shape], tuple[Shape, PyTree]]
     apply_fn: Callable[[PyTree, jax.Array], jax.Array]
     kernel_fn: KernelFn
-
-
-class _NetsStructure:
-    """The `jaxdyn.structure.LinearStructure` of a `serial` network of Dense/Conv layers and
-    parameter-free per-example layers (activations, Identity, Flatten, GlobalAvgPool).
-
-    Each op is `("linear", path, parameterization, W_std, b_std, conv)` with `path` the
-    indices leading to the layer's `(W, b)` inside `params` and `conv` a `ConvSpec` or None,
-    or `("map", fn)` for a parameter-free per-example layer.
-    """
-
-    def __init__(self, ops: tuple):
-        self.ops = ops
-
-    def layers(self, params: PyTree) -> list[LinearLayer]:
-        """Leaf indices and scales of the linear layers, in network order."""
-        leaves, treedef = jax.tree_util.tree_flatten(params)
-        index = jax.tree_util.tree_unflatten(treedef, list(range(len(leaves))))
-        out = []
-        for op in self.ops:
-            if op[0] != "linear":
-                continue
-            _, path, param, W_std, b_std, conv = op
-            w_leaf, b_leaf = _at(index, path)
-            fan_in = math.prod(leaves[w_leaf].shape[:-1])
-            if param == "ntk":
-                c_W, c_b = W_std / math.sqrt(fan_in), (b_std or 0.0)
-            else:
-                c_W, c_b = 1.0, 1.0
-            out.append(LinearLayer(w_leaf, b_leaf, float(c_W), float(c_b), conv))
-        return out
-
-    def apply(self, params: PyTree, x: jax.Array, tap: Tap) -> jax.Array:
-        """`apply_fn(params, x)`, with `tap(l, h, z)` on each linear layer's input and output."""
-        l = 0
-        for op in self.ops:
-            if op[0] == "map":
-                x = op[1](x)
-                continue
-            _, path, param, W_std, b_std, conv = op
-            lp = _at(params, path)
-            z = (
-                _dense_apply(lp, x, param, W_std, b_std)
-                if conv is None
-                else _conv_apply(lp, x, conv, param, W_std, b_std)
-            )
-            x = tap(l, x, z)
-            l += 1
-        return x
-
-
-def _at(tree, path: tuple[int, ...]):
-    for i in path:
-        tree = tree[i]
-    return tree
 
 
 def _check_std(name: str, v, allow_none: bool = False) -> float | None:
@@ -231,7 +177,7 @@ def serial(*layers: Layer) -> Layer:
             k = l.kernel_fn.transform(k)
         return k
 
-    structure = _serial_structure(layers)
+    structure = serial_structure(layers, _linear_apply)
     if structure is not None:
         apply_fn.linear_structure = structure
     return Layer(
@@ -239,30 +185,6 @@ def serial(*layers: Layer) -> Layer:
         apply_fn,
         KernelFn(transform, "serial(" + ", ".join(l.kernel_fn.name for l in layers) + ")"),
     )
-
-
-def _serial_structure(layers: tuple[Layer, ...]) -> _NetsStructure | None:
-    """The linear structure of `serial(*layers)`, or None unless every layer is a Dense or
-    Conv, a parameter-free per-example layer, or a serial of those, with at least one of the
-    linear layers."""
-    ops = []
-    for i, l in enumerate(layers):
-        linear = getattr(l.apply_fn, "_linear_args", None)
-        per_example = getattr(l.apply_fn, "_per_example_map", None)
-        inner = getattr(l.apply_fn, "linear_structure", None)
-        if linear is not None:
-            ops.append(("linear", (i,), *linear))
-        elif per_example is not None:
-            ops.append(("map", per_example))
-        elif isinstance(inner, _NetsStructure):
-            ops.extend(
-                op if op[0] == "map" else ("linear", (i, *op[1]), *op[2:]) for op in inner.ops
-            )
-        else:
-            return None
-    if not any(op[0] == "linear" for op in ops):
-        return None
-    return _NetsStructure(tuple(ops))
 
 
 def parallel(*layers: Layer) -> Layer:
@@ -491,6 +413,13 @@ def _conv_apply(
         z = (W_std / math.sqrt(math.prod(W.shape[:-1]))) * z
         return z if b is None else z + b_std * b[None, None, None, :]
     return z if b is None else z + b[None, None, None, :]
+
+
+def _linear_apply(params, x, param: str, W_std: float, b_std: float | None, conv) -> jax.Array:
+    """A Dense (`conv` None) or Conv (`conv` a `ConvSpec`) layer's output, for the structure."""
+    if conv is None:
+        return _dense_apply(params, x, param, W_std, b_std)
+    return _conv_apply(params, x, conv, param, W_std, b_std)
 
 
 def Flatten() -> Layer:

@@ -269,38 +269,9 @@ class MSEPredictor:
         wide = (want == "coef" or f0t is not None or self._kind == "momentum") and (
             self._dtype != self._kernel.dtype
         )
-        if not wide:
-            lam, vecs = self._eigensystem()
+
+        def evolve(lam, vecs, work):
             return _evolve.finite_time(
-                lam,
-                vecs,
-                t_flat,
-                scale,
-                beta,
-                f0,
-                self._y,
-                f0t,
-                kt,
-                kind=self._kind,
-                n_bits=n_bits,
-                dtype=dtype,
-                want=want,
-                t_shape=t_shape,
-            )
-        if self._host and not is_concrete(t_flat, f0, f0t, kt, self._y, scale, beta):
-            raise ValueError(
-                _TRACED_X64_OFF.format(
-                    what="computes test predictions, weights and (kind='momentum') all outputs in "
-                    "float64, eagerly in a local float64 scope,",
-                    inputs="t, f0_train, f0_test and k_test_train",
-                    alternative="for 'flow'/'gd', predict train outputs / the loss only (those "
-                    "run in the working dtype)",
-                )
-            )
-        lam, vecs = self._eigensystem64()
-        with self._float64():
-            work = float_dtype(dtype, self._kernel.dtype)
-            out = _evolve.finite_time(
                 lam,
                 vecs,
                 t_flat,
@@ -316,6 +287,22 @@ class MSEPredictor:
                 want=want,
                 t_shape=t_shape,
             )
+
+        if not wide:
+            return evolve(*self._eigensystem(), dtype)
+        if self._host and not is_concrete(t_flat, f0, f0t, kt, self._y, scale, beta):
+            raise ValueError(
+                _TRACED_X64_OFF.format(
+                    what="computes test predictions, weights and (kind='momentum') all outputs in "
+                    "float64, eagerly in a local float64 scope,",
+                    inputs="t, f0_train, f0_test and k_test_train",
+                    alternative="for 'flow'/'gd', predict train outputs / the loss only (those "
+                    "run in the working dtype)",
+                )
+            )
+        lam, vecs = self._eigensystem64()
+        with self._float64():
+            out = evolve(lam, vecs, float_dtype(dtype, self._kernel.dtype))
             return jax.tree_util.tree_map(lambda a: a.astype(dtype), out)
 
     def _infinite(self, f0, f0t, kt, *, dtype):

@@ -9,10 +9,18 @@ from jaxdyn.experiments import (
     linear_vs_real,  # noqa: I001 (after the protocol it builds on)
     modular_addition,
 )
-from jaxdyn.experiments._runner import ExperimentSettings, option, settings_dict, validate
+from jaxdyn.experiments._runner import ExperimentSettings, finish, option, settings_dict, validate
 
 EXPERIMENTS: dict = {}
 for _module in (linear_vs_real, modular_addition):
     _runner.register(EXPERIMENTS, _module)
 
-__all__ = ["EXPERIMENTS", "ExperimentSettings", "fail", "option", "settings_dict", "validate"]
+__all__ = [
+    "EXPERIMENTS",
+    "ExperimentSettings",
+    "fail",
+    "finish",
+    "option",
+    "settings_dict",
+    "validate",
+]

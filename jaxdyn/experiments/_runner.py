@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import pathlib
 import sys
 import time
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 from jaxdyn import _checks
@@ -235,6 +236,24 @@ def validate(settings: ExperimentSettings, name: NameFn = _plain) -> None:
     for spec in field_specs(type(settings)):
         _check_field(spec, getattr(settings, spec.name), name)
     settings.check(name)
+
+
+def finish(
+    out: Any,
+    res: dict[str, Any],
+    points: Any,
+    save_figures: Callable[[dict, Any, Any], Sequence[str]],
+) -> dict[str, Any]:
+    """An experiment's last step: draws its figures into `out` (their file names go to
+    `res["figures"]`), then writes `out/results.json` atomically, last, so that its presence
+    means the run finished. Returns the JSON-ready record."""
+    from jaxdyn import results
+
+    out = pathlib.Path(out)
+    res["figures"] = list(save_figures(res, points, out))
+    res = results.to_jsonable(res)
+    results.write_json_atomic(out / "results.json", res)
+    return res
 
 
 def settings_dict(settings: ExperimentSettings) -> dict[str, Any]:

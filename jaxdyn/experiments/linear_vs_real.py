@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import pathlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -30,7 +29,14 @@ import optax
 
 import jaxdyn
 from jaxdyn import nets, results, sweep
-from jaxdyn.experiments._runner import ExperimentSettings, fail, option, settings_dict, validate
+from jaxdyn.experiments._runner import (
+    ExperimentSettings,
+    fail,
+    finish,
+    option,
+    settings_dict,
+    validate,
+)
 
 NAME = "linear-vs-real"
 SUMMARY = "wide networks vs their linearization and the closed-form NTK dynamics (Lee et al. 2019)"
@@ -355,14 +361,10 @@ def run(
                 for i, w in enumerate(widths)
             ],
         )
-    out = pathlib.Path(out)
     # imported here: matplotlib is not needed to list or validate experiments
     from jaxdyn.experiments import linear_vs_real_plots
 
-    res["figures"] = list(linear_vs_real_plots.save_figures(res, points, out))
-    res = results.to_jsonable(res)
-    results.write_json_atomic(out / "results.json", res)
-    return res
+    return finish(out, res, points, linear_vs_real_plots.save_figures)
 
 
 def summary_lines(res: dict[str, Any]) -> Sequence[str]:

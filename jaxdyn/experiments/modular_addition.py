@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import pathlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -28,7 +27,14 @@ import numpy as np
 
 from jaxdyn import results, sweep
 from jaxdyn.analysis import modular
-from jaxdyn.experiments._runner import ExperimentSettings, fail, option, settings_dict, validate
+from jaxdyn.experiments._runner import (
+    ExperimentSettings,
+    fail,
+    finish,
+    option,
+    settings_dict,
+    validate,
+)
 
 NAME = "modular-addition"
 SUMMARY = "orders and factorization of Adam's solutions for modular addition (Tian 2024, CoGO)"
@@ -358,13 +364,10 @@ def run(
                 for r in p["runs"]
             ],
         )
-    out = pathlib.Path(out)
+    # imported here: matplotlib is not needed to list or validate experiments
     from jaxdyn.experiments import modular_addition_plots
 
-    res["figures"] = list(modular_addition_plots.save_figures(res, points, out))
-    res = results.to_jsonable(res)
-    results.write_json_atomic(out / "results.json", res)
-    return res
+    return finish(out, res, points, modular_addition_plots.save_figures)
 
 
 def summary_lines(res: dict[str, Any]) -> Sequence[str]:
