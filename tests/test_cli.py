@@ -210,7 +210,10 @@ def test_killed_run_resumes_without_losing_points(tmp_path):
 
 
 def test_experiment_registry():
-    assert set(EXPERIMENTS) == {"linear-vs-real", "modular-addition"}
+    assert set(EXPERIMENTS) == {
+        "linear-vs-real",
+        "modular-addition",
+    }
     assert EXPERIMENTS["linear-vs-real"] is linear_vs_real
     with pytest.raises(ValueError, match="activation"):
         linear_vs_real.Config(activation="softplus").validate()

@@ -3,17 +3,21 @@ used by `jaxdyn run NAME` to its module; the protocol a module follows (NAME, SU
 `Settings` dataclass, PRESETS, `run(settings, out, progress)`, `summary_lines`) is described
 in `jaxdyn.experiments._runner`, which also builds the command-line flags from the settings."""
 
+import importlib
+
 from jaxdyn._checks import fail
-from jaxdyn.experiments import (
-    _runner,
-    linear_vs_real,  # noqa: I001 (after the protocol it builds on)
-    modular_addition,
-)
+from jaxdyn.experiments import _runner
 from jaxdyn.experiments._runner import ExperimentSettings, finish, option, settings_dict, validate
 
+# The experiment modules, in the order `jaxdyn list` shows them (one per line).
+_MODULES = (
+    "linear_vs_real",
+    "modular_addition",
+)
+
 EXPERIMENTS: dict = {}
-for _module in (linear_vs_real, modular_addition):
-    _runner.register(EXPERIMENTS, _module)
+for _name in _MODULES:
+    _runner.register(EXPERIMENTS, importlib.import_module(f"jaxdyn.experiments.{_name}"))
 
 __all__ = [
     "EXPERIMENTS",
