@@ -4,9 +4,12 @@ Public API, re-exported from the modules that define it:
 
 - `linearize`, `taylor_expand`: Taylor models of `apply_fn(params, x)` in its parameters.
 - `empirical_ntk`, `ntk_fn`, `ntk_by_group`, `ntk_by_group_fn`, `ntk_cost`, `param_groups`:
-  the empirical neural tangent kernel.
-- `dynamics`: closed-form MSE training dynamics (`dynamics.mse`) and infinite-width
-  ensembles (`dynamics.mse_ensemble`).
+  the empirical neural tangent kernel; `ntk_vp_fn` its matrix-free product `v -> Theta v`.
+- `dynamics`: closed-form MSE training dynamics (`dynamics.mse`, matrix-free
+  `dynamics.mse_matrix_free`), infinite-width ensembles (`dynamics.mse_ensemble`), GP posteriors
+  (`dynamics.gp_inference`) and function-space dynamics for any loss
+  (`dynamics.gradient_descent`).
+- `monte_carlo_kernel_fn`: NNGP and NTK estimated over random initialisations.
 - `data`: offline datasets (scikit-learn digits, MNIST-1D, synthetic tasks) and IDX /
   CIFAR-10 binary readers.
 - `train`: real training under `lax.scan` with any optax optimizer (`trajectory`,
@@ -37,8 +40,10 @@ from jaxdyn import (
     sweep,
     train,
 )
+from jaxdyn._ntk_vp import NTKVectorProduct, ntk_vp_fn
 from jaxdyn.adapters import as_model, from_linen, from_nnx, from_stax
 from jaxdyn.linearize import linearize, taylor_expand
+from jaxdyn.monte_carlo import monte_carlo_kernel_fn
 from jaxdyn.ntk import (
     NTKCost,
     empirical_ntk,
@@ -54,6 +59,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "NTKCost",
+    "NTKVectorProduct",
     "Trajectory",
     "adapters",
     "as_model",
@@ -67,11 +73,13 @@ __all__ = [
     "infinite",
     "kernel_change",
     "linearize",
+    "monte_carlo_kernel_fn",
     "nets",
     "ntk_by_group",
     "ntk_by_group_fn",
     "ntk_cost",
     "ntk_fn",
+    "ntk_vp_fn",
     "param_groups",
     "results",
     "structure",

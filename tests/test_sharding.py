@@ -70,9 +70,9 @@ SCRIPT = textwrap.dedent("""
 
 
 def run_script(cases):
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
-    )
+    # keep conftest's XLA flags (the optimization level) and add the device count
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4"
+    env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT, cases],
         env=env,

@@ -60,6 +60,15 @@ Scale and precision (`mse`):
 trained by gradient flow (Lee et al. 2019, eqs. 14-16; = ``neural_tangents.predict.
 gradient_descent_mse_ensemble``) from a ``kernel_fn`` returning the NNGP and NTK.
 
+Beyond MSE and dense kernels (Lee et al. 2019 for any loss, optimizer and n):
+
+* `gradient_descent` (``gradient_descent.py``): function-space dynamics of a linearized network
+  for any loss (MSE, cross-entropy, any callable): the exact GD / heavy-ball recurrence or the
+  gradient flow (diffrax);
+* `gp_inference` (``gp_inference.py``): NNGP posterior, NTK-GP and NTK ensemble at t = infinity;
+* `mse_matrix_free` (``mse_matrix_free.py``, private ``_krylov.py``): `mse` from kernel-vector
+  products (`jaxdyn.ntk_vp_fn`): CG at t = infinity, Lanczos at finite t, no kernel in memory.
+
 Layout: `mse` / `MSEPredictor` in ``mse.py``, `mse_ensemble` / `EnsemblePredictor` in
 ``ensemble.py``; private ``_modes.py`` (per-mode factors), ``_linalg.py`` (flattening,
 factorisations, tolerances, the local float64 scope), ``_evolve.py`` (the compiled closed forms of
@@ -73,16 +82,44 @@ Example::
 """
 
 from jaxdyn.dynamics.ensemble import GETS, EnsemblePredictor, Gaussian, mse_ensemble
+from jaxdyn.dynamics.gp_inference import GP_GETS, GPInference, gp_inference
+from jaxdyn.dynamics.gradient_descent import (
+    GD_KINDS,
+    LOSSES,
+    GradientDescentPredictor,
+    cross_entropy_loss,
+    gradient_descent,
+    mse_loss,
+)
 
 # ArrayLike and PyTree: the type aliases of the signatures, importable from here as before.
 from jaxdyn.dynamics.mse import KINDS, ArrayLike, MSEPredictor, PyTree, mse  # noqa: F401
+from jaxdyn.dynamics.mse_matrix_free import (
+    MATRIX_FREE_KINDS,
+    MatrixFreeInfo,
+    MatrixFreePredictor,
+    mse_matrix_free,
+)
 
 __all__ = [
+    "GD_KINDS",
+    "GP_GETS",
+    "GPInference",
     "GETS",
     "KINDS",
+    "LOSSES",
+    "MATRIX_FREE_KINDS",
     "EnsemblePredictor",
     "Gaussian",
+    "GradientDescentPredictor",
     "MSEPredictor",
+    "MatrixFreeInfo",
+    "MatrixFreePredictor",
+    "cross_entropy_loss",
+    "gp_inference",
+    "gradient_descent",
     "mse",
     "mse_ensemble",
+    "mse_loss",
+    "mse_matrix_free",
 ]

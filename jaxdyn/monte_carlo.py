@@ -1,0 +1,166 @@
+"""`monte_carlo_kernel_fn`: empirical NNGP and NTK averaged over random initialisations.
+
+For a finite network ``init_fn, apply_fn`` (e.g. from `jaxdyn.nets`), the Monte-Carlo estimates
+
+    NNGP(x1, x2) ~ mean_s  f_s(x1) f_s(x2)^T / k,        NTK(x1, x2) ~ mean_s  J_s(x1) J_s(x2)^T / k
+
+over ``n_samples`` initialisations ``s`` (traced over the ``k`` outputs, the neural-tangents
+``trace_axes=(-1,)`` convention of `jaxdyn.nets`' ``kernel_fn``) converge to the infinite-width
+kernels as width and samples grow (exactly in expectation for one hidden layer, at any width).
+Samples are vmapped in groups of ``sample_batch_size``; inputs are tiled into blocks of
+``batch_size`` rows with `jaxdyn.batching.map_pairs`, so memory is bounded by one block pair of
+per-example Jacobians per sample of a group.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxdyn import batching
+from jaxdyn._checks import check_batch_size, check_inputs, check_int, describe, fail
+from jaxdyn.infinite import GETS, Kernel
+
+__all__ = ["monte_carlo_kernel_fn"]
+
+PyTree = Any
+
+
+def _per_sample(apply_fn, params, u, v, gets):
+    """Empirical kernels of one sample on blocks ``u (b1, ...)``, ``v (b2, ...)``: (b1, b2)."""
+    out = {}
+    fu, fv = apply_fn(params, u), apply_fn(params, v)
+    k = fu.shape[-1]
+    hi = lax.Precision.HIGHEST
+    if "nngp" in gets:
+        out["nngp"] = jnp.matmul(fu, fv.T, precision=hi) / k
+    if "ntk" in gets:
+        ju = jax.jacrev(lambda p: apply_fn(p, u))(params)  # leaves (b1, k, *leaf)
+        jv = jax.jacrev(lambda p: apply_fn(p, v))(params)
+        terms = [
+            jnp.einsum(
+                "iap,jap->ij",
+                a.reshape(*a.shape[:2], -1),
+                b.reshape(*b.shape[:2], -1),
+                precision=hi,
+            )
+            for a, b in zip(jax.tree_util.tree_leaves(ju), jax.tree_util.tree_leaves(jv))
+        ]
+        out["ntk"] = sum(terms) / k
+    return out
+
+
+@functools.partial(
+    jax.jit, static_argnames=("init_fn", "apply_fn", "gets", "block", "group", "in_shape")
+)
+def _sample_kernels(keys, x1, x2, *, init_fn, apply_fn, gets, block, group, in_shape):
+    """Per-sample kernels ``{get: (S, n1, n2)}`` for the ``S`` keys, ``group`` at a time."""
+
+    def one(key):
+        params = init_fn(key, in_shape)[1]
+        return batching.map_pairs(
+            lambda u, v: _per_sample(apply_fn, params, u, v, gets), x1, x2, block, block
+        )
+
+    s = keys.shape[0]
+    grouped = batching.blocks(keys, group)  # pads by repeating the last key; cropped below
+    per_group = lax.map(jax.vmap(one), grouped)
+    return batching.unblock(per_group, s)
+
+
+def monte_carlo_kernel_fn(
+    init_fn: Callable,
+    apply_fn: Callable,
+    key: jax.Array,
+    n_samples: int | Sequence[int],
+    *,
+    get: str | Sequence[str] = ("nngp", "ntk"),
+    batch_size: int | None = None,
+    sample_batch_size: int | None = None,
+) -> Callable:
+    """Monte-Carlo NNGP / NTK of a finite network over random initialisations.
+
+    Args:
+      init_fn: ``init_fn(key, input_shape) -> (output_shape, params)`` (the stax / `jaxdyn.nets`
+        convention; ``input_shape`` has batch size -1).
+      apply_fn: ``apply_fn(params, x) -> (n, k)``.
+      key: PRNG key; sample ``s`` uses ``jax.random.split(key, max(n_samples))[s]``, so the
+        estimates for several sample counts are nested (prefixes of one sequence).
+      n_samples: number of initialisations, or an increasing sequence of counts (then one
+        kernel per count comes back, all from a single pass over ``max(n_samples)`` samples).
+      get: ``"nngp"``, ``"ntk"`` or both (the default): what the kernel function returns unless
+        its call asks for less.
+      batch_size: rows per input block (None: all at once); results equal the unblocked ones
+        up to rounding.
+      sample_batch_size: initialisations vmapped together (None: all).
+
+    Returns:
+      ``kernel_fn(x1, x2=None, get=None)`` -> a `jaxdyn.infinite.Kernel` ``(nngp, ntk)`` of
+      ``(n1, n2)`` arrays (the kernel itself for a string ``get``); a tuple of them, one per
+      count, for a sequence ``n_samples``. Memory: the per-sample kernels of all samples,
+      ``max(n_samples) * n1 * n2`` numbers, besides one block of Jacobians per vmapped sample.
+
+    Example:
+      >>> init_fn, apply_fn, kernel_fn = nets.serial(nets.Dense(256), nets.Relu(), nets.Dense(1))
+      >>> mc = monte_carlo_kernel_fn(init_fn, apply_fn, jax.random.PRNGKey(0), 128)
+      >>> mc(x1, x2).ntk           # ~ kernel_fn(x1, x2).ntk
+    """
+    for name, fn in (("init_fn", init_fn), ("apply_fn", apply_fn)):
+        if not callable(fn):
+            fail(f"monte_carlo_kernel_fn({name})", "callable", describe(fn), TypeError)
+    if isinstance(n_samples, (int, np.integer)) and not isinstance(n_samples, bool):
+        counts, several = (check_int("n_samples", n_samples, minimum=1),), False
+    elif isinstance(n_samples, (tuple, list)) and n_samples:
+        counts, several = tuple(check_int("n_samples", c, minimum=1) for c in n_samples), True
+        if any(b <= a for a, b in zip(counts, counts[1:])):
+            fail("n_samples", "an int or an increasing sequence of ints", repr(n_samples))
+    else:
+        fail("n_samples", "a positive int or an increasing sequence of them", describe(n_samples))
+    default_gets = _check_get(get, "monte_carlo_kernel_fn(get)")
+    batch_size = check_batch_size("batch_size", batch_size)
+    sample_batch_size = check_batch_size("sample_batch_size", sample_batch_size)
+    total = counts[-1]
+    keys = jax.random.split(key, total)
+    group = total if sample_batch_size is None else min(sample_batch_size, total)
+
+    def kernel_fn(x1, x2=None, get=None):
+        gets = default_gets if get is None else _check_get(get, "kernel_fn(get)")
+        check_inputs(x1, x2)
+        x1 = jnp.asarray(x1)
+        x2 = x1 if x2 is None else jnp.asarray(x2)
+        block = max(x1.shape[0], x2.shape[0]) if batch_size is None else batch_size
+        names = tuple(g for g in GETS if g in gets)
+        per = _sample_kernels(
+            keys,
+            x1,
+            x2,
+            init_fn=init_fn,
+            apply_fn=apply_fn,
+            gets=names,
+            block=block,
+            group=group,
+            in_shape=(-1, *x1.shape[1:]),
+        )
+        results = []
+        for c in counts:
+            means = {g: jnp.mean(per[g][:c], axis=0) for g in names}
+            if isinstance(get, str) or (get is None and isinstance(default_gets, str)):
+                results.append(means[names[0]])
+            else:
+                results.append(Kernel(**{g: means.get(g) for g in GETS}))
+        return tuple(results) if several else results[0]
+
+    return kernel_fn
+
+
+def _check_get(get, where):
+    gets = (get,) if isinstance(get, str) else tuple(get) if isinstance(get, (tuple, list)) else ()
+    if not gets or any(g not in GETS for g in gets):
+        fail(where, f"one of {', '.join(map(repr, GETS))} or a tuple of them", repr(get))
+    return get if isinstance(get, str) else gets
