@@ -134,6 +134,7 @@ def _check_arguments(
     keep_params,
     kernel_every,
     ntk_method,
+    objective=None,
 ) -> tuple[Callable, int, int, int | None, int | None]:
     """All of `trajectory`'s checks, before any compilation.
 
@@ -167,7 +168,9 @@ def _check_arguments(
     check_array("x_train", x_train, min_ndim=1)
     n = x_train.shape[0]
     check_array("y_train", y_train, min_ndim=2)
-    if y_train.ndim != 2 or y_train.shape[0] != n:
+    if objective is not None:
+        _check_objective(objective, loss, linearize, y_train, y_test, x_test, n)
+    elif y_train.ndim != 2 or y_train.shape[0] != n:
         fail(
             "trajectory(y_train)",
             f"an (n, k) array with n = x_train.shape[0] = {n}",
@@ -184,7 +187,7 @@ def _check_arguments(
                 f"(m, {', '.join(map(str, x_train.shape[1:]))})",
                 f"shape {tuple(x_test.shape)}",
             )
-        if y_test is not None:
+        if y_test is not None and objective is None:
             check_array("y_test", y_test)
             if tuple(y_test.shape) != (x_test.shape[0], y_train.shape[1]):
                 fail(
@@ -226,13 +229,14 @@ def _check_arguments(
             f"outputs {jax.tree_util.tree_map(lambda a: tuple(a.shape), out)}",
             TypeError if not isinstance(out, jax.ShapeDtypeStruct) else ValueError,
         )
-    if y_train.shape[1] != out.shape[1]:
+    if objective is None and y_train.shape[1] != out.shape[1]:
         fail(
             "trajectory(y_train)",
             f"an array with {out.shape[1]} columns (the model's outputs)",
             f"shape {tuple(y_train.shape)}",
         )
-    _check_loss(loss_fn, out, y_train)
+    if objective is None:
+        _check_loss(loss_fn, out, y_train)
     for name, value in [
         ("x_train", x_train),
         ("y_train", y_train),
@@ -242,6 +246,23 @@ def _check_arguments(
     ]:
         check_finite(name, value)
     return loss_fn, steps, record_every, kernel_every, batch_size
+
+
+def _check_objective(objective, loss, linearize, y_train, y_test, x_test, n) -> None:
+    """`objective(params, x, y)` replaces `loss`; its targets need only one row per input."""
+    if not callable(objective):
+        fail("objective", "a callable objective(params, x, y) -> scalar, or None",
+             describe(objective), TypeError)  # fmt: skip
+    if not (isinstance(loss, str) and loss == "mse"):
+        fail("loss", "left at its default when `objective` is given", describe(loss))
+    if linearize:
+        fail("linearize", "False when `objective` is given (it closes over the model)", "True")
+    if y_train.shape[0] != n:
+        fail("trajectory(y_train)", f"an array with n = x_train.shape[0] = {n} rows",
+             f"shape {tuple(y_train.shape)}")  # fmt: skip
+    if y_test is not None and y_test.shape[0] != x_test.shape[0]:
+        fail("trajectory(y_test)", f"an array with m = x_test.shape[0] = {x_test.shape[0]} rows",
+             f"shape {tuple(y_test.shape)}")  # fmt: skip
 
 
 def _check_key(key: Any) -> None:
@@ -365,6 +386,7 @@ def trajectory(
     learning_rate: float | None = None,
     critical_learning_rate: float | None = None,
     observe: Callable[[PyTree], PyTree] | None = None,
+    objective: Callable[[PyTree, jax.Array, jax.Array], jax.Array] | None = None,
 ) -> Trajectory:
     """Trains `apply_fn` from `params0` with `optimizer` and records the run.
 
@@ -396,6 +418,12 @@ def trajectory(
         `linearize=True`) and returned stacked in `Trajectory.observed`, without keeping
         parameter snapshots; e.g. `lambda p: hidden(p, x_pair)` for the hidden
         representations of two inputs.
+      objective: optional `objective(params, x, y) -> scalar` trained on instead of
+        `loss(apply_fn(params, x), y)`, for losses that need more than the outputs (e.g.
+        input derivatives: `analysis.frequency.derivative_loss`). Minibatches pass their
+        rows of `x_train`/`y_train`; `y_train` (and `y_test`) need one row per input, any
+        width; the recorded `loss`/`test_loss` are the objective on the full sets. Not with
+        `linearize=True` or a non-default `loss`.
 
     Returns:
       A `Trajectory`. The whole loop runs as one compiled `lax.scan`; wrap the call in
@@ -434,6 +462,7 @@ def trajectory(
         keep_params,
         kernel_every,
         ntk_method,
+        objective,
     )
     n = x_train.shape[0]
     _warn_above_critical(learning_rate, critical_learning_rate)
@@ -453,10 +482,12 @@ def trajectory(
     model = _linearize(apply_fn, params0) if linearize else apply_fn
     kernel = ntk_fn(model, method=ntk_method) if kernel_every is not None else None
 
+    def full_loss(p, x, y, f):
+        return loss_fn(f, y) if objective is None else objective(p, x, y)
+
     def batch_loss(p, idx):
-        if idx is None:
-            return loss_fn(model(p, x_train), y_train)
-        return loss_fn(model(p, x_train[idx]), y_train[idx])
+        x, y = (x_train, y_train) if idx is None else (x_train[idx], y_train[idx])
+        return full_loss(p, x, y, None if objective is not None else model(p, x))
 
     def one_step(carry, _):
         p, state, step = carry
@@ -469,12 +500,14 @@ def trajectory(
         f_tr = model(p, x_train)
         f_te = None if x_test is None else model(p, x_test)
         out = dict(
-            f_train=f_tr, loss=loss_fn(f_tr, y_train), param_distance=_tree_distance(p, params0)
+            f_train=f_tr,
+            loss=full_loss(p, x_train, y_train, f_tr),
+            param_distance=_tree_distance(p, params0),
         )
         if x_test is not None:
             out["f_test"] = f_te
             if y_test is not None:
-                out["test_loss"] = loss_fn(f_te, y_test)
+                out["test_loss"] = full_loss(p, x_test, y_test, f_te)
         if keep_params:
             out["params"] = p
         if observe is not None:
