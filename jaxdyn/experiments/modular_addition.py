@@ -10,16 +10,23 @@ frequencies into "2 x 2" and "2 x 3" products (`factorize`) are stored, one poin
 (d, width), so a rerun resumes. results.json holds, per (d, width, weight decay), the
 histogram of orders, the share of frequencies of order 4 or 6, the factorization fractions
 and the test accuracy.
+
+Cost: an epoch is three matrix products of `d x width x d^2` (forward, and the gradients with
+respect to `h^2` and `W_c`), `6 d^3 width` flops, computed on the (a, b) grid (`grid_outputs`)
+without gathers. On 2 CPU cores the d = 23 part of the default sweep (both widths, 25 runs
+each, 10,000 epochs) takes minutes; the d = 71 part is ~4 x 10^14 flops, over half an hour at
+the cores' peak rate (see the README section for measured times).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -47,8 +54,8 @@ HISTORY = ("train_loss", "test_loss", "train_accuracy", "test_accuracy")
 class Settings(ExperimentSettings):
     """Settings of one run; every field is a command-line option (`--d`, `--width`, ...)."""
 
-    d: tuple[int, ...] = option((23,), "moduli d (odd, >= 3)", minimum=3)
-    width: tuple[int, ...] = option((512,), "hidden widths", minimum=1)
+    d: tuple[int, ...] = option((23, 71), "moduli d (odd, >= 3)", minimum=3)
+    width: tuple[int, ...] = option((256, 512), "hidden widths", minimum=1)
     weight_decay: tuple[float, ...] = option(
         (1e-5, 5e-5, 1e-4, 2e-4, 5e-4), "coupled L2 weight decays of Adam", minimum=0
     )
@@ -130,70 +137,130 @@ def runs_of(settings: Settings) -> list[tuple[int, float]]:
     return [(s, float(wd)) for s in seeds for wd in settings.weight_decay]
 
 
-def train_group(settings: Settings, d: int, width: int) -> dict[str, Any]:
-    """Trains every (seed, weight decay) of one (d, width) as one vmapped, jitted scan.
+def grid_outputs(params: dict) -> jax.Array:
+    """Outputs on all d^2 pairs, `(d, d^2)` (column `a d + b` is `o(a, b)`, `all_pairs` order).
 
-    Run r initializes from `PRNGKey(seed)` (`quadratic_net`'s init) and splits the pairs with
-    `split(d, seed, ...)`. Adam with coupled decay is `modular.optimizer(lr, 0)` applied to
-    `grad + weight_decay * params`, which is `modular.optimizer(lr, weight_decay)` with the
-    decay as a traced (vmapped) value.
-
-    Returns:
-      `runs` [(seed, weight_decay)], `params` (dict of `(R, ...)` arrays, the final weights),
-      `epochs` `(T,)`, and `(R, T)` arrays under the names of `HISTORY`.
+    The same function as `apply_fn(params, all_pairs(d)).T`, computed on the (a, b) grid:
+    `h[j, a, b] = W_a[j, a] + W_b[j, b]` is a broadcast, so neither the forward pass nor the
+    gradient gathers or scatters (the backward of a gather is a serial scatter-add on the CPU,
+    which made training three times slower); train and test pairs are masks on the grid.
     """
-    dtype = jnp.dtype(settings.dtype)
-    init_fn, apply_fn = modular.quadratic_net(d, width)
+    width, d = params["W_a"].shape
+    h = params["W_a"][:, :, None] + params["W_b"][:, None, :]  # (width, d, d)
+    return params["W_c"] @ (h * h).reshape(width, d * d)
+
+
+def grid_loss_accuracy(out: jax.Array, mask: jax.Array, d: int) -> tuple[jax.Array, jax.Array]:
+    """Projected MSE and accuracy of `grid_outputs` `(d, d^2)` over the pairs where `mask`
+    `(d^2,)` is 1: `projected_mse` and `accuracy` of those pairs' outputs."""
     pairs = modular.all_pairs(d)
+    label = (pairs[:, 0] + pairs[:, 1]) % d  # (d^2,)
+    target = (jnp.arange(d)[:, None] == label[None, :]).astype(out.dtype)  # (d, d^2)
+    r = out - jnp.mean(out, axis=0, keepdims=True) - (target - 1.0 / d)
+    n = jnp.sum(mask)
+    loss = jnp.sum(jnp.sum(r * r, axis=0) * mask) / n
+    acc = jnp.sum((jnp.argmax(out, axis=0) == label) * mask) / n
+    return loss, acc
+
+
+class GroupInputs(NamedTuple):
+    """What one (d, width) group's vmapped run starts from (R runs, `runs_of` order).
+
+    Attributes:
+      runs: `[(seed, weight_decay)]`, R of them.
+      params: `quadratic_net` parameters stacked on a leading `(R,)` axis.
+      train_mask, test_mask: `(R, d^2)`, 1 on run r's train (test) pairs of `all_pairs(d)`.
+      weight_decay: `(R,)`.
+    """
+
+    runs: list[tuple[int, float]]
+    params: dict
+    train_mask: jax.Array
+    test_mask: jax.Array
+    weight_decay: jax.Array
+
+
+def group_inputs(settings: Settings, d: int, width: int) -> GroupInputs:
+    """Run r initializes from `PRNGKey(seed)` (`quadratic_net`'s init, drawn in float32 and
+    cast to `settings.dtype`) and splits the pairs with `split(d, seed, ...)`."""
+    dtype = jnp.dtype(settings.dtype)
+    init_fn, _ = modular.quadratic_net(d, width)
     runs = runs_of(settings)
     splits = {s: split(d, s, settings.train_fraction) for s in {s for s, _ in runs}}
-    train_idx = jnp.asarray(np.stack([splits[s][0] for s, _ in runs]))
-    test_idx = jnp.asarray(np.stack([splits[s][1] for s, _ in runs]))
+    masks = np.zeros((2, len(runs), d * d))
+    for r, (s, _) in enumerate(runs):
+        masks[0, r, splits[s][0]] = 1.0
+        masks[1, r, splits[s][1]] = 1.0
+    # drawn in float32 whatever the run's dtype, so that a float64 run is the same run in
+    # higher precision (jax.random draws other numbers for another dtype)
     params0 = jax.tree_util.tree_map(
-        lambda *x: jnp.stack(x),
-        *[init_fn(jax.random.PRNGKey(s), dtype) for s, _ in runs],
+        lambda *x: jnp.stack(x).astype(dtype),
+        *[init_fn(jax.random.PRNGKey(s), jnp.float32) for s, _ in runs],
     )
     wds = jnp.asarray([wd for _, wd in runs], dtype)
-    opt = modular.optimizer(settings.learning_rate, 0.0)
-    chunks = settings.epochs // settings.record_every
-    every = settings.record_every
+    return GroupInputs(
+        runs, params0, jnp.asarray(masks[0], dtype), jnp.asarray(masks[1], dtype), wds
+    )
 
-    def loss_acc(params, idx):
-        p = pairs[idx]
-        out = apply_fn(params, p)
-        a, b = p[:, 0], p[:, 1]
-        return modular.projected_mse(out, a, b, d), modular.accuracy(out, a, b, d)
+
+@functools.lru_cache(maxsize=8)  # one compilation per (d, schedule) and shape, reused
+def trainer(d: int, learning_rate: float, epochs: int, record_every: int) -> Callable:
+    """The jitted, vmapped training of R runs: `(params, train_mask, test_mask, weight_decay)`
+    (as in `GroupInputs`) -> `(final params (R, ...), history (R, T, 4))`, T = epochs /
+    record_every + 1, history columns in `HISTORY` order.
+
+    Adam with coupled decay is `modular.optimizer(lr, 0)` applied to `grad + weight_decay *
+    params`, which is `modular.optimizer(lr, weight_decay)` with the decay as a traced
+    (vmapped) value. Losses are computed on the pair grid (`grid_outputs`) with the train and
+    test pairs as masks; the history is recorded every `record_every` epochs.
+    """
+    opt = modular.optimizer(learning_rate, 0.0)
+    chunks = epochs // record_every
 
     def one_run(params, tr, te, wd):
+        def train_loss(q):
+            return grid_loss_accuracy(grid_outputs(q), tr, d)[0]
+
         def step(carry, _):
             params, state = carry
-            grads = jax.grad(lambda q: loss_acc(q, tr)[0])(params)
+            grads = jax.grad(train_loss)(params)
             grads = jax.tree_util.tree_map(lambda g, q: g + wd * q, grads, params)
             updates, state = opt.update(grads, state, params)
             params = jax.tree_util.tree_map(lambda q, u: q + u, params, updates)
             return (params, state), None
 
         def record(params):
-            (l_tr, a_tr), (l_te, a_te) = loss_acc(params, tr), loss_acc(params, te)
+            out = grid_outputs(params)  # one forward pass for both splits
+            (l_tr, a_tr), (l_te, a_te) = (grid_loss_accuracy(out, m, d) for m in (tr, te))
             return jnp.stack([l_tr, l_te, a_tr, a_te])
 
         def chunk(carry, _):
-            carry, _ = jax.lax.scan(step, carry, None, length=every)
+            carry, _ = jax.lax.scan(step, carry, None, length=record_every)
             return carry, record(carry[0])
 
         start = record(params)
         (params, _), hist = jax.lax.scan(chunk, (params, opt.init(params)), None, length=chunks)
         return params, jnp.concatenate([start[None], hist])  # (T, 4)
 
-    def batched(params, tr, te, wd):
-        return jax.vmap(one_run)(params, tr, te, wd)  # params (R, ...), history (R, T, 4)
+    return jax.jit(jax.vmap(one_run))
 
-    final, hist = jax.jit(batched)(params0, train_idx, test_idx, wds)
+
+def train_group(settings: Settings, d: int, width: int) -> dict[str, Any]:
+    """Trains every (seed, weight decay) of one (d, width) as one vmapped, jitted scan
+    (`group_inputs`, then `trainer`).
+
+    Returns:
+      `runs` [(seed, weight_decay)], `params` (dict of `(R, ...)` arrays, the final weights),
+      `epochs` `(T,)`, and `(R, T)` arrays under the names of `HISTORY`.
+    """
+    g = group_inputs(settings, d, width)
+    train = trainer(d, settings.learning_rate, settings.epochs, settings.record_every)
+    final, hist = train(g.params, g.train_mask, g.test_mask, g.weight_decay)
     hist = np.asarray(hist, np.float64)
     out = dict(
-        runs=runs,
+        runs=g.runs,
         params=final,
-        epochs=np.arange(chunks + 1) * every,
+        epochs=np.arange(settings.epochs // settings.record_every + 1) * settings.record_every,
     )
     for i, key in enumerate(HISTORY):
         out[key] = hist[:, :, i]
@@ -249,10 +316,17 @@ def run_point(settings: Settings, d: int, width: int) -> dict[str, Any]:
     runs = []
     for r, (seed, wd) in enumerate(g["runs"]):
         p = run_params(params, r)
+        # a diverged run (NaN/Inf anywhere in its weights or history) is kept and flagged;
+        # its non-finite numbers are stored as null by `jaxdyn.sweep`
+        finite = bool(
+            np.all(np.isfinite([g[k][r] for k in HISTORY]))
+            and all(np.all(np.isfinite(v)) for v in p.values())
+        )
         runs.append(
             dict(
                 seed=seed,
                 weight_decay=wd,
+                finite=finite,
                 **analyse_run(p, settings.threshold),
                 **{f"final_{k}": float(g[k][r, -1]) for k in HISTORY},
                 history={k: g[k][r].tolist() for k in HISTORY},
@@ -302,7 +376,9 @@ def summarize(points: Sequence[dict[str, Any]], weight_decays: Sequence[float]) 
                 )
             n_all = fac["2x2"]["frequencies"] + fac["2x3"]["frequencies"]
             ok_all = fac["2x2"]["factorable"] + fac["2x3"]["factorable"]
-            test_acc = np.array([r["final_test_accuracy"] for r in mine])
+            # None: a diverged run's non-finite value as stored in JSON; NaN here
+            test_acc = np.array([r["final_test_accuracy"] for r in mine], dtype=float)
+            train_acc = np.array([r["final_train_accuracy"] for r in mine], dtype=float)
             rows.append(
                 dict(
                     d=d,
@@ -318,7 +394,8 @@ def summarize(points: Sequence[dict[str, Any]], weight_decays: Sequence[float]) 
                     factorization_fraction=ok_all / n_all if n_all else None,
                     test_accuracy_mean=float(test_acc.mean()),
                     test_accuracy_min=float(test_acc.min()),
-                    train_accuracy_mean=float(np.mean([r["final_train_accuracy"] for r in mine])),
+                    train_accuracy_mean=float(train_acc.mean()),
+                    diverged_runs=sum(not r["finite"] for r in mine),
                 )
             )
     return rows
