@@ -19,17 +19,19 @@ Example:
   >>> k = kernel_fn(x1, x2)              # Kernel(nngp=(n1, n2), ntk=(n1, n2))
   >>> theta = kernel_fn(x1, x2, "ntk")   # (n1, n2)
 
-A `serial` of Dense and Conv layers, activations, Identity, Flatten and GlobalAvgPool (nested
-serials included) also gets `apply_fn.linear_structure` (a `jaxdyn.structure.LinearStructure`),
-which `jaxdyn.empirical_ntk` uses for its fast `method="structured"`.
+A `serial` of Dense and Conv layers, activations, Identity, Flatten, AvgPool, GlobalAvgPool and
+residual blocks (FanOut, parallel, FanInSum; nested serials included) also gets
+`apply_fn.linear_structure` (a `jaxdyn.structure.LinearStructure`), which
+`jaxdyn.empirical_ntk` uses for its fast `method="structured"`.
 
 Each `kernel_fn` is a `KernelFn` (`jaxdyn._nets_kernel`: input checks, compilation, blocks);
 this module builds the layer maps it reads out.
 
 Residual blocks: `serial(Dense(...), FanOut(2), parallel(serial(Relu(), Dense(...)),
-Identity()), FanInSum())`. As in neural-tangents, `FanInSum` adds branch covariances, which
-assumes the branches are uncorrelated mean-zero Gaussians (each ends in its own Dense /
-Conv, or is an identity skip of one).
+Identity()), FanInSum())`; `WideResnetBlock` / `WideResnet` build the convolutional ones and
+`AvgPool` pools windows (both in `jaxdyn._nets_resnet`). As in neural-tangents, `FanInSum`
+adds branch covariances, which assumes the branches are uncorrelated mean-zero Gaussians (each
+ends in its own Dense / Conv, or is an identity skip of one).
 """
 
 from __future__ import annotations
@@ -46,13 +48,14 @@ import numpy as np
 from jaxdyn import infinite
 from jaxdyn._checks import check_array, check_float, check_int, describe, fail
 from jaxdyn._nets_kernel import KernelFn
-from jaxdyn._nets_structure import serial_structure
+from jaxdyn._nets_structure import parallel_ops, serial_ops, serial_structure
 from jaxdyn.infinite import GETS, Kernel, KernelState
 from jaxdyn.structure import ConvSpec
 
 __all__ = [
     "GETS",
     "ABRelu",
+    "AvgPool",
     "Conv",
     "Dense",
     "Elementwise",
@@ -72,6 +75,8 @@ __all__ = [
     "Sin",
     "Tanh",
     "parallel",
+    "WideResnet",
+    "WideResnetBlock",
     "serial",
 ]
 
@@ -180,6 +185,9 @@ def serial(*layers: Layer) -> Layer:
     structure = serial_structure(layers, _linear_apply)
     if structure is not None:
         apply_fn.linear_structure = structure
+    ops = serial_ops(layers)  # read by an enclosing serial / parallel
+    if ops is not None:
+        apply_fn._structure_ops = ops
     return Layer(
         init_fn,
         apply_fn,
@@ -225,6 +233,9 @@ def parallel(*layers: Layer) -> Layer:
         split(ks, "kernels")
         return [l.kernel_fn.transform(k) for l, k in zip(layers, ks)]
 
+    ops = parallel_ops(layers)  # read by an enclosing serial
+    if ops is not None:
+        apply_fn._structure_ops = ops
     return Layer(
         init_fn,
         apply_fn,
@@ -235,10 +246,13 @@ def parallel(*layers: Layer) -> Layer:
 def FanOut(num: int) -> Layer:
     """Copies the input into a list of `num` inputs."""
     num = check_int("num", num, minimum=1)
-    return Layer(
-        lambda key, s: ([tuple(s)] * num, ()),
-        lambda params, x: [x] * num,
-        KernelFn(lambda k: [k] * num, f"FanOut({num})"),
+    return _per_example(
+        Layer(
+            lambda key, s: ([tuple(s)] * num, ()),
+            lambda params, x: [x] * num,
+            KernelFn(lambda k: [k] * num, f"FanOut({num})"),
+        ),
+        lambda x: [x] * num,
     )
 
 
@@ -256,7 +270,10 @@ def FanInSum() -> Layer:
             return ks
         return infinite.fan_in_sum(ks)
 
-    return Layer(init_fn, lambda params, xs: sum(xs[1:], xs[0]), KernelFn(transform, "FanInSum"))
+    add = lambda xs: sum(xs[1:], xs[0])  # noqa: E731
+    return _per_example(
+        Layer(init_fn, lambda params, xs: add(xs), KernelFn(transform, "FanInSum")), add
+    )
 
 
 def _as_layer(l, i: int) -> Layer:
@@ -575,3 +592,7 @@ def Gelu(*, deg: int = 64, angular_deg: int = 48) -> Layer:
         angular_deg=angular_deg,
         name="Gelu",
     )
+
+
+# Built from the layers above (imported last: that module reads them from this one).
+from jaxdyn._nets_resnet import AvgPool, WideResnet, WideResnetBlock  # noqa: E402

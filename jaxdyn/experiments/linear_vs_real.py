@@ -1,16 +1,23 @@
 """Experiment `linear-vs-real`: wide networks against their linearization and the closed form.
 
 Lee et al. (2019), "Wide neural networks of any depth evolve as linear models under gradient
-descent". For fully connected networks of several widths (NTK parameterisation) on a real
-dataset, train with optax (full-batch GD by default) next to the linearized network trained
-with the same optimizer and the closed-form dynamics of `jaxdyn.dynamics.mse` on the initial
-empirical NTK. Records, per width and seed: the RMSE between network and linearization on test
+descent". For networks of several widths (NTK parameterisation: fully connected `--model mlp`,
+convolutional `cnn`, Wide ResNet `wrn`) on a real dataset (binary or multi-class `--classes`),
+train with optax (full-batch GD by default; heavy-ball momentum, minibatch SGD with
+`--batch-size`, adam) on the MSE or cross-entropy `--loss`, next to the linearized network
+trained with the same optimizer and the analytic dynamics on the initial empirical NTK: the
+closed form of `jaxdyn.dynamics.mse` for MSE, the function-space recurrence of
+`jaxdyn.dynamics.gradient_descent` for cross-entropy (full batch; minibatches and adam have
+none). Records, per width and seed: the RMSE between network and linearization on test
 inputs over time (its final value is the plateau error), the relative NTK change
 `||Theta_T - Theta_0||_F / ||Theta_0||_F`, the relative weight change
-`||theta_T - theta_0|| / ||theta_0||`, losses and test accuracies, and how closely the
-linearized network follows the closed form; then fits log-log slopes against width. Built only
-on jaxdyn's public API. Each finished (width, seed) point is written atomically, so an
-interrupted run resumes where it stopped.
+`||theta_T - theta_0|| / ||theta_0||`, losses and test accuracies, a few test outputs and
+individual weights over time for network, linearization and analytic (Lee et al.'s Figure 4),
+and how closely the linearized network follows the analytic prediction; then fits log-log
+slopes against width. `--study plateau` instead sweeps architecture x dataset size x width
+for the plateau RMSE against width (their Figure 8; `_linear_vs_real_plateau`). Built only
+on jaxdyn's public API. Each finished point is written atomically, so an interrupted run
+resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -25,10 +32,22 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import jaxdyn
-from jaxdyn import nets, results, sweep
+from jaxdyn import results, sweep
+from jaxdyn.experiments import _linear_vs_real_models as models
+from jaxdyn.experiments import _linear_vs_real_plateau as _plateau
+from jaxdyn.experiments._linear_vs_real_models import (
+    ACTIVATIONS,
+    DATASETS,
+    FILE_DATASETS,
+    IMAGE_DATASETS,
+    LOSSES,
+    MODELS,
+    init_mlp_params,
+    load_data,
+    tolist,
+)
 from jaxdyn.experiments._runner import (
     ExperimentSettings,
     fail,
@@ -41,16 +60,9 @@ from jaxdyn.experiments._runner import (
 NAME = "linear-vs-real"
 SUMMARY = "wide networks vs their linearization and the closed-form NTK dynamics (Lee et al. 2019)"
 
-ACTIVATIONS: dict[str, Callable[[], nets.Layer]] = {
-    "relu": nets.Relu,
-    "erf": nets.Erf,
-    "tanh": nets.Tanh,
-}
-OPTIMIZERS = ("sgd", "momentum", "adam")
-# Classification datasets with a binary +-1 subset (`classes`); the file-based ones need their
-# files (see `jaxdyn.data`) under --data-dir, $JAXDYN_DATA or the Debian dataset folder.
-DATASETS = ("digits", "mnist1d", "fashion_mnist", "mnist", "cifar10")
-FILE_DATASETS = ("fashion_mnist", "mnist", "cifar10")
+OPTIMIZERS = ("sgd", "gd", "momentum", "adam")
+STUDIES = ("width", "plateau")
+__all__ = ["ACTIVATIONS", "DATASETS", "FILE_DATASETS", "IMAGE_DATASETS", "LOSSES", "MODELS"]
 # Seed-mean metrics whose log-log slope against width is fitted, and those tabulated per width.
 SLOPE_METRICS = ("plateau_rmse", "kernel_change", "weight_change")
 PER_WIDTH_METRICS = (
@@ -77,8 +89,26 @@ class Settings(ExperimentSettings):
         "folder with the dataset files (none: $JAXDYN_DATA, then "
         "/usr/share/datasets/fashion-mnist)",
     )
-    classes: tuple[int, int] = option(
-        (3, 8), "binary task: class A -> -1, B -> +1", minimum=0, metavar=("A", "B")
+    classes: tuple[int, ...] = option(
+        (3, 8),
+        "classes kept: two give a binary task (A -> -1, B -> +1 under MSE), more a "
+        "multi-class one (one-hot targets, one output per class)",
+        minimum=0,
+        min_len=2,
+        why="a classification task",
+    )
+    model: str = option(
+        "mlp",
+        "architecture: mlp (fully connected), cnn (3x3 SAME convolutions, Flatten, Dense) or "
+        "wrn (Wide ResNet: Conv stem, --depth residual blocks); for cnn and wrn the widths "
+        "are channels and the dataset must hold images",
+        choices=MODELS,
+    )
+    loss: str = option(
+        "mse",
+        "mse (0.5 mean((f - y)^2), closed-form dynamics) or cross-entropy (softmax, one "
+        "output per class, function-space recurrence)",
+        choices=LOSSES,
     )
     n_train: int = option(128, "training points", minimum=1)
     n_test: int = option(64, "test points", minimum=1)
@@ -90,14 +120,19 @@ class Settings(ExperimentSettings):
         why="to fit slopes against width",
     )
     seeds: int = option(2, "seeds per width (seed, seed + 1, ...)", minimum=1)
-    depth: int = option(1, "hidden layers", minimum=1)
+    depth: int = option(1, "hidden layers (mlp, cnn) or residual blocks (wrn)", minimum=1)
     activation: str = option("relu", "activation", choices=tuple(ACTIVATIONS))
     w_std: float = option(1.0, "weight scale W_std", minimum=0, strict_min=True)
     b_std: float = option(0.1, "bias scale b_std", minimum=0)
     optimizer: str = option(
         "sgd",
-        "sgd (full-batch GD) and momentum have exact closed forms; adam has none",
+        "gd (full-batch gradient descent), sgd (optax.sgd on minibatches of --batch-size; "
+        "without it the full batch, i.e. gd), momentum (heavy ball) or adam; full-batch gd "
+        "and momentum have exact analytic dynamics, minibatches and adam none",
         choices=OPTIMIZERS,
+    )
+    batch_size: int | None = option(
+        None, "minibatch size (a fresh permutation per epoch); none: full batch", minimum=1
     )
     learning_rate: float = option(1.0, "learning rate", minimum=0, strict_min=True)
     momentum: float = option(0.9, "momentum for --optimizer momentum, in [0, 1)", minimum=0)
@@ -105,6 +140,18 @@ class Settings(ExperimentSettings):
     record_every: int = option(10, "record outputs every this many steps", minimum=1)
     dtype: Literal["float32", "float64"] = option(
         "float64", "floating-point type of the run (float64 enables JAX's x64 only inside the run)"
+    )
+    study: str = option(
+        "width",
+        "width: one architecture against width (curves, weights, scaling); plateau: the "
+        "plateau RMSE against width for every --plateau-models x --plateau-n-train",
+        choices=STUDIES,
+    )
+    plateau_models: tuple[str, ...] = option(
+        MODELS, "architectures of --study plateau", choices=MODELS
+    )
+    plateau_n_train: tuple[int, ...] = option(
+        (32, 64, 128), "training-set sizes of --study plateau", minimum=1
     )
 
     def check(self, name: Callable[[str], str]) -> None:
@@ -114,8 +161,29 @@ class Settings(ExperimentSettings):
                 "2 or more distinct widths (to fit slopes against width)",
                 repr(list(self.widths)),
             )
-        if self.classes[0] == self.classes[1]:
-            fail(name("classes"), "two different classes", repr(list(self.classes)))
+        if len(set(self.classes)) != len(self.classes):
+            fail(name("classes"), "distinct classes", repr(list(self.classes)))
+        used = set(self.plateau_models) if self.study == "plateau" else {self.model}
+        if used - {"mlp"} and self.dataset not in IMAGE_DATASETS:
+            fail(
+                name("model" if self.study == "width" else "plateau_models"),
+                f"mlp for the vector dataset {self.dataset!r} (cnn and wrn need one of "
+                f"{', '.join(IMAGE_DATASETS)})",
+                repr(sorted(used)),
+            )
+        if self.optimizer == "gd" and self.batch_size is not None:
+            fail(
+                name("batch_size"),
+                "none with --optimizer gd (full batch; use --optimizer sgd for minibatches)",
+                repr(self.batch_size),
+            )
+        sizes = self.plateau_n_train if self.study == "plateau" else (self.n_train,)
+        if self.batch_size is not None and self.batch_size > min(sizes):
+            fail(
+                name("batch_size"),
+                f"at most the training-set size {min(sizes)}",
+                repr(self.batch_size),
+            )
         if not self.momentum < 1:
             fail(
                 name("momentum"), "in [0, 1) (a momentum >= 1 never converges)", repr(self.momentum)
@@ -144,67 +212,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _layers(settings: Settings, width: int, d_out: int) -> nets.Layer:
-    """`depth` x (Dense(width), activation), then Dense(d_out), in NTK parameterisation."""
-    hidden = []
-    for _ in range(settings.depth):
-        hidden += [
-            nets.Dense(width, W_std=settings.w_std, b_std=settings.b_std),
-            ACTIVATIONS[settings.activation](),
-        ]
-    return nets.serial(*hidden, nets.Dense(d_out, W_std=settings.w_std, b_std=settings.b_std))
+def _layers(settings: Settings, width: int, d_out: int):
+    """The network of `settings.model` (see `_linear_vs_real_models.layers`)."""
+    return models.layers(settings, width, d_out)
 
 
-def init_params(key: jax.Array, sizes: Sequence[int], dtype) -> tuple:
-    """Standard-normal parameters in the layout of `_layers`' `nets.serial`:
-    `((W1, b1), (), (W2, b2), (), ..., (WL, bL))`, W `(fan_in, fan_out)`.
-
-    The random stream is the one this experiment has always used (one key per Dense layer, the
-    bias from `fold_in(key, 1)`), not `nets.serial`'s `init_fn`, so results do not change.
-    """
-    keys = jax.random.split(key, len(sizes) - 1)
-    dense = [
-        (
-            jax.random.normal(k, (a, b), dtype),
-            jax.random.normal(jax.random.fold_in(k, 1), (b,), dtype),
-        )
-        for k, a, b in zip(keys, sizes[:-1], sizes[1:])
-    ]
-    params: list = []
-    for i, p in enumerate(dense):
-        params += [p] if i == len(dense) - 1 else [p, ()]
-    return tuple(params)
-
-
-def load_data(settings: Settings):
-    """Binary subset with +-1 targets, standardised with train statistics."""
-    kwargs: dict[str, Any] = dict(
-        n_train=settings.n_train,
-        n_test=settings.n_test,
-        standardize=True,
-        seed=0,
-        classes=tuple(settings.classes),
-    )
-    if settings.dataset in FILE_DATASETS:
-        kwargs["data_dir"] = settings.data_dir
-    ds = jaxdyn.data.load(settings.dataset, **kwargs)
-    dtype = jnp.dtype(settings.dtype)
-    flat = lambda a: jnp.asarray(a, dtype).reshape(a.shape[0], -1)  # noqa: E731
-    return (
-        flat(ds.x_train),
-        jnp.asarray(ds.y_train, dtype),
-        flat(ds.x_test),
-        jnp.asarray(ds.y_test, dtype),
-    )
-
-
-def _optimizer(settings: Settings) -> tuple[optax.GradientTransformation, str | None]:
-    """The optax optimizer and the closed-form `kind` that describes it exactly (None: none)."""
-    if settings.optimizer == "sgd":
-        return optax.sgd(settings.learning_rate), "gd"
-    if settings.optimizer == "momentum":
-        return optax.sgd(settings.learning_rate, momentum=settings.momentum), "momentum"
-    return optax.adam(settings.learning_rate), None
+init_params = init_mlp_params  # the name before the architectures grew
 
 
 def _norm(tree) -> float:
@@ -215,23 +228,28 @@ def _norm(tree) -> float:
 def run_point(settings: Settings, data, width: int, seed: int) -> dict[str, Any]:
     """Trains one (width, seed) point; returns JSON-serialisable metrics and curves."""
     x, y, xt, yt = data
-    apply = _layers(settings, width, y.shape[1]).apply_fn
-    sizes = [x.shape[1]] + [width] * settings.depth + [y.shape[1]]
-    params0 = init_params(jax.random.PRNGKey(seed), sizes, jnp.dtype(settings.dtype))
-    optimizer, kind = _optimizer(settings)
+    net_layers = _layers(settings, width, y.shape[1])
+    apply = net_layers.apply_fn
+    params0 = models.init(settings, net_layers, x, width, y.shape[1], seed)
+    optimizer, kind = models.optimizer(settings)
+    picks = models.weight_picks(settings, apply, params0, x, y)
     run = dict(
         optimizer=optimizer,
         steps=settings.steps,
         record_every=settings.record_every,
         x_test=xt,
         y_test=yt,
+        loss=models.train_loss(settings),
+        observe=models.observe_weights(picks),
     )
-    # The critical rate of plain GD on the initial NTK, reported; for sgd (with or without
-    # momentum) trajectory is told it too, so a rate above it warns before training starts.
-    critical = float(
-        jaxdyn.dynamics.mse(jaxdyn.empirical_ntk(apply, params0, x), y).critical_learning_rate
-    )
-    if kind is not None:
+    if settings.batch_size is not None:
+        # one key for both runs: the network and its linearization see the same minibatches
+        run.update(batch_size=settings.batch_size, key=jax.random.PRNGKey(10_000 + seed))
+    ks = models.kernels(apply, params0, data)
+    # The critical rate of plain GD on the initial NTK, reported; for full-batch MSE (with or
+    # without momentum) trajectory is told it too, so a rate above it warns before training.
+    critical = models.critical_learning_rate(settings, ks[0], y)
+    if kind is not None and settings.loss == "mse":
         beta = settings.momentum if kind == "momentum" else 0.0
         run.update(
             learning_rate=settings.learning_rate, critical_learning_rate=critical * (1 + beta)
@@ -240,22 +258,11 @@ def run_point(settings: Settings, data, width: int, seed: int) -> dict[str, Any]
         apply, params0, x, y, kernel_every=settings.steps, keep_params=False, **run
     )
     lin = jaxdyn.trajectory(apply, params0, x, y, linearize=True, **run)
-    closed = closed_loss = None
-    theta = net.ntk[0]
+    pred = None
     if kind is not None:
-        theta_test = jaxdyn.empirical_ntk(apply, params0, xt, x)
-        predict = jaxdyn.dynamics.mse(
-            theta,
-            y,
-            learning_rate=settings.learning_rate,
-            kind=kind,
-            momentum=settings.momentum if kind == "momentum" else None,
-        )
-        f0 = apply(params0, x)
-        closed = predict(net.steps, f0, apply(params0, xt), theta_test)
-        closed_loss = predict.loss(net.steps, f0)
+        pred = models.analytic(settings, apply, params0, data, ks, net.steps, kind, picks)
+    closed = None if pred is None else (pred.f_train, pred.f_test)
     agree = jaxdyn.compare.agreement(net, lin, closed, y_test=yt)
-    tolist = lambda a: None if a is None else np.asarray(a, np.float64).tolist()  # noqa: E731
     show = min(3, xt.shape[0])
     return dict(
         plateau_rmse=float(agree.rmse_net_lin_test[-1]),
@@ -266,15 +273,24 @@ def run_point(settings: Settings, data, width: int, seed: int) -> dict[str, Any]
         test_accuracy_net=float(agree.accuracy_net_test[-1]),
         test_accuracy_lin=float(agree.accuracy_lin_test[-1]),
         critical_learning_rate=critical,
+        analytic=None if pred is None else pred.name,
         steps=tolist(net.steps),
         rmse_net_lin_test=tolist(agree.rmse_net_lin_test),
         rmse_lin_closed_form_test=tolist(agree.rmse_lin_closed_form_test),
         loss_net=tolist(net.loss),
         loss_lin=tolist(lin.loss),
-        loss_closed_form=tolist(closed_loss),
+        loss_closed_form=tolist(None if pred is None else pred.loss),
         f_test_net=tolist(net.f_test[:, :show, 0]),
         f_test_lin=tolist(lin.f_test[:, :show, 0]),
-        f_test_closed_form=tolist(None if closed is None else closed[1][:, :show, 0]),
+        f_test_closed_form=tolist(None if pred is None else pred.f_test[:, :show, 0]),
+        weights_net=tolist(net.observed),
+        weights_lin=tolist(lin.observed),
+        weights_closed_form=tolist(None if pred is None else pred.weights),
+        weight_names=[
+            f"{'first' if i < models.WEIGHTS_PER_LAYER else 'last'} layer, weight "
+            f"{i % models.WEIGHTS_PER_LAYER + 1}"
+            for i in range(len(picks))
+        ],
     )
 
 
@@ -321,6 +337,21 @@ def run(
     validate(settings)
     # x64 as a context, never the global flag; float32 runs leave the caller's setting alone.
     x64 = jax.enable_x64(True) if settings.dtype == "float64" else contextlib.nullcontext()
+    # imported here: matplotlib is not needed to list or validate experiments
+    from jaxdyn.experiments import linear_vs_real_plots
+
+    if settings.study == "plateau":
+        with x64:
+            res, points = _plateau.run_plateau(
+                settings,
+                out,
+                progress,
+                run_point=run_point,
+                load_data=load_data,
+                stored=settings_dict(settings),
+                name=NAME,
+            )
+        return finish(out, res, points, linear_vs_real_plots.save_plateau_figures)
     with x64:
         t0 = time.perf_counter()
         # before claiming the folder: a missing dataset leaves no trace
@@ -349,6 +380,7 @@ def run(
             wall_seconds=time.perf_counter() - t0,
             **{f"{m}_slope": slopes[m].slope for m in SLOPE_METRICS},
             slope_fits={k: v._asdict() for k, v in slopes.items()},
+            analytic=points[0].get("analytic"),
             linearized_vs_closed_form=closed_form_agreement(points),
             per_width=[
                 dict(
@@ -361,14 +393,13 @@ def run(
                 for i, w in enumerate(widths)
             ],
         )
-    # imported here: matplotlib is not needed to list or validate experiments
-    from jaxdyn.experiments import linear_vs_real_plots
-
     return finish(out, res, points, linear_vs_real_plots.save_figures)
 
 
 def summary_lines(res: dict[str, Any]) -> Sequence[str]:
     """Human-readable summary printed by the CLI."""
+    if res.get("study") == "plateau":
+        return _plateau.summary_lines(res)
     lines = [
         f"{'width':>7} {'plateau RMSE':>13} {'kernel change':>14} {'weight change':>14} "
         f"{'test acc':>9}"
@@ -387,7 +418,8 @@ def summary_lines(res: dict[str, Any]) -> Sequence[str]:
     agree = res.get("linearized_vs_closed_form")
     if agree is not None:
         lines.append(
-            f"linearized network vs closed form: max test RMSE {agree['max_rmse']:.1e} "
+            f"linearized network vs {res.get('analytic') or 'closed form'}: max test RMSE "
+            f"{agree['max_rmse']:.1e} "
             f"(width {agree['width']}, seed {agree['seed']})"
         )
     return lines
