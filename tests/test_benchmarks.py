@@ -5,6 +5,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 
@@ -35,6 +37,7 @@ def _run(args, tmp_path):
     return proc
 
 
+@pytest.mark.slow  # a subprocess per script (10-17 s): run with -m slow
 def test_ntk_benchmark_writes_schema(tmp_path):
     out = tmp_path / "ntk.json"
     _run(
@@ -158,6 +161,7 @@ def test_ntk_help_documents_options(tmp_path):
         assert opt in text
 
 
+@pytest.mark.slow  # a subprocess per script (10-17 s): run with -m slow
 def test_dynamics_benchmark_writes_schema(tmp_path):
     out = tmp_path / "dyn.json"
     _run([BENCH / "dynamics.py", "--tiny", "--out", out], tmp_path)

@@ -164,7 +164,7 @@ def test_out_in_a_read_only_folder_is_one_line_error(tmp_path, capsys):
 
 def test_killed_run_resumes_without_losing_points(tmp_path):
     out = tmp_path / "run"
-    widths = ["8", "16", "24"]
+    widths = ["8", "16"]  # killed after the first point file: one kept, one computed on rerun
     cmd = [
         sys.executable,
         "-m",
@@ -213,6 +213,17 @@ def test_experiment_registry():
     assert set(EXPERIMENTS) == {
         "linear-vs-real",
         "modular-addition",
+        "phase-diagram",
+        "condensation",
+        "emc",
+        "frequency-principle",
+        "mscale",
+        "frequency-highd",
+        "frequency-image",
+        "two-point",
+        "rich-lazy",
+        "xor",
+        "representation-digits",
     }
     assert EXPERIMENTS["linear-vs-real"] is linear_vs_real
     with pytest.raises(ValueError, match="activation"):

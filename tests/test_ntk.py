@@ -445,7 +445,8 @@ def test_auto_picks_structured_only_for_structured_networks(mlp):
     assert cost.method == "structured" and cost.reason.startswith("structured: the model has")
     assert set(cost.flops) == set(cost.memory_bytes) == {"jacobian", "ntvp", "structured"}
     assert cost.memory_bytes["structured"] < cost.memory_bytes["jacobian"]
-    # A wrapped apply_fn, a plain function and a residual network have no structure.
+    # A wrapped apply_fn and a plain function have no structure; a residual network has
+    # (parallel branches, FanOut/FanInSum), and its structured kernel is the Jacobian one.
     wrapped = lambda p, x: apply_fn(p, x)
     assert jaxdyn.ntk_cost(wrapped, nparams, x1, x2).method in ("jacobian", "ntvp")
     assert jaxdyn.ntk_cost(mlp_apply, params, x1, x2).method in ("jacobian", "ntvp")
@@ -456,13 +457,20 @@ def test_auto_picks_structured_only_for_structured_networks(mlp):
     _, cparams = init_fn(jax.random.PRNGKey(0), (-1, 3, 3, 1))
     xc = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, 1))
     assert jaxdyn.ntk_cost(conv_apply, cparams, xc).method == "structured"
-    _, res_apply, _ = nets.serial(
+    res_init, res_apply, _ = nets.serial(
         nets.Dense(4),
         nets.FanOut(2),
         nets.parallel(nets.Dense(4), nets.Identity()),
         nets.FanInSum(),
     )
-    assert jaxdyn.structure.get(res_apply) is None
+    assert jaxdyn.structure.get(res_apply) is not None
+    _, rparams = res_init(jax.random.PRNGKey(2), (-1, x1.shape[1]))
+    np.testing.assert_allclose(
+        jaxdyn.empirical_ntk(res_apply, rparams, x1, x2, method="structured"),
+        jaxdyn.empirical_ntk(res_apply, rparams, x1, x2, method="jacobian"),
+        rtol=1e-12,
+        atol=1e-12,
+    )
     # auto on a Dense network gives the structured kernel
     np.testing.assert_allclose(
         jaxdyn.empirical_ntk(apply_fn, nparams, x1, x2),

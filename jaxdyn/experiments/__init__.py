@@ -12,6 +12,17 @@ from jaxdyn.experiments._runner import ExperimentSettings, finish, option, setti
 # The experiment modules, in the order `jaxdyn list` shows them (one per line).
 _MODULES = (
     "linear_vs_real",
+    "frequency_principle",
+    "frequency_highd",
+    "frequency_image",
+    "mscale",
+    "phase_diagram",
+    "condensation",
+    "two_point",
+    "rich_lazy",
+    "xor",
+    "representation_digits",
+    "emc",
     "modular_addition",
 )
 
