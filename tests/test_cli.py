@@ -162,6 +162,43 @@ def test_out_in_a_read_only_folder_is_one_line_error(tmp_path, capsys):
         folder.chmod(0o755)
 
 
+KILLED_SWEEP = """
+import sys, time
+from jaxdyn import sweep
+def point(width):
+    time.sleep(0.5)  # long enough for the test to kill the process between points
+    return {"width2": width * width}
+sweep.sweep(point, {"width": [8, 16, 24, 32]}, sys.argv[1], settings={"kind": "toy"})
+"""
+
+
+def test_killed_sweep_keeps_every_finished_point(tmp_path):
+    """SIGKILL between points of a sweep in a subprocess: the files present are complete, a
+    rerun loads them as they are (same inode) and computes only the rest. The full CLI run
+    killed the same way is the slow twin below."""
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "-c", KILLED_SWEEP, str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    points, deadline = out / "points", time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if points.exists() and list(points.glob("width*.json")):
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the sweep finished before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = {p.name: (p.read_text(), p.stat().st_ino) for p in points.glob("width*.json")}
+    assert 1 <= len(done) < 4
+    for text, _ in done.values():
+        json.loads(text)  # every file present is complete
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    names = sorted(p.name for p in points.glob("width*.json"))
+    assert names == sorted(f"width{w}.json" for w in (8, 16, 24, 32))
+    for name, (text, inode) in done.items():  # kept as they were, not rewritten
+        assert (points / name).read_text() == text and (points / name).stat().st_ino == inode
+
+
+@pytest.mark.slow  # two processes that each compile the main job (~30 s)
 def test_killed_run_resumes_without_losing_points(tmp_path):
     out = tmp_path / "run"
     widths = ["8", "16"]  # killed after the first point file: one kept, one computed on rerun

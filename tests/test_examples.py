@@ -8,6 +8,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -38,6 +40,7 @@ def test_quickstart_runs_and_linearized_matches_closed_form(tmp_path):
     assert res["rows"][-1]["loss_closed_form"] < res["rows"][0]["loss_closed_form"]
 
 
+@pytest.mark.slow  # ~9 s; the same API runs in the README blocks and the notebooks
 def test_network_vs_kernel_example_runs(tmp_path):
     out = tmp_path / "nvk"
     subprocess.run(

@@ -69,7 +69,11 @@ def check_structured_conv(padding, strides, b_std, parameterization, pool, cases
         np.testing.assert_allclose(parts[name], ref_parts[name], rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("padding, strides, b_std, parameterization, pool", CONV_CASES)
+@pytest.mark.parametrize(
+    "padding, strides, b_std, parameterization, pool",
+    # the first case is the slowest (~7 s) and its whole product runs in the slow twin
+    [pytest.param(*CONV_CASES[0], marks=pytest.mark.slow), *CONV_CASES[1:]],
+)
 def test_structured_conv_equals_jacobian(padding, strides, b_std, parameterization, pool):
     """Half of the (trace_axes, x2, batch_size) product per network, the halves alternating
     (the slow twin below runs the whole product for every network)."""
