@@ -5,13 +5,16 @@ The headline orderings at experiment scale are `slow` tests (run with `-m slow`)
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import pathlib
 
+import numpy as np
 import pytest
 
 from jaxdyn import cli
 from jaxdyn.analysis import emc as emc_lib
-from jaxdyn.experiments import EXPERIMENTS, emc, emc_studies
+from jaxdyn.experiments import EXPERIMENTS, emc, emc_studies, validate
 
 # one model, one bucket of sizes (16 and 32 pad to 32): one compilation for both label kinds
 ARGV = [
@@ -222,3 +225,23 @@ def test_semantic_beats_random_and_emc_grows_with_width(tmp_path):
         assert recs[w, "semantic"]["emc"] > recs[w, "random"]["emc"]
     for labels in ("semantic", "random"):
         assert recs[16, labels]["emc"] > recs[8, labels]["emc"]
+
+
+def test_fashion_mnist_is_read_from_its_idx_files(tmp_path, monkeypatch):
+    """`--dataset fashion_mnist` reads the IDX files (here tiny ones written by the test) as
+    28 x 28 images with their labels; without the files the error says how to install them."""
+    from test_data import write_mnist_dir
+
+    written = write_mnist_dir(tmp_path / "fashion-mnist", n_train=12, n_test=6, side=28)
+    monkeypatch.setenv("JAXDYN_DATA", str(tmp_path))
+    settings = emc.Settings(dataset="fashion_mnist", n_max=12, n_test=6, n_min=4)
+    x, y, xt, yt = emc.load_data(settings)
+    assert x.shape == (12, 28, 28) and xt.shape == (6, 28, 28) and x.dtype == np.float32
+    assert sorted(y.tolist()) == sorted(written["train"][1].tolist())
+    assert sorted(yt.tolist()) == sorted(written["t10k"][1].tolist())
+    with pytest.raises(ValueError, match="n_max"):
+        validate(dataclasses.replace(settings, n_max=60001))
+    if not pathlib.Path("/usr/share/datasets/fashion-mnist").exists():
+        monkeypatch.setenv("JAXDYN_DATA", str(tmp_path / "missing"))
+        with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
+            emc.load_data(settings)

@@ -55,7 +55,11 @@ class Settings(ExperimentSettings):
         "generalization",
         "all",
     ] = option("labels", "which comparison to run (all: every study, each run once)")
-    dataset: Literal["mnist1d", "digits"] = option("mnist1d", "dataset")
+    dataset: Literal["mnist1d", "digits", "fashion_mnist"] = option(
+        "mnist1d",
+        "dataset (fashion_mnist: the IDX files in $JAXDYN_DATA/fashion-mnist or "
+        "/usr/share/datasets/fashion-mnist, `apt-get install dataset-fashion-mnist`)",
+    )
     widths: tuple[int, ...] = option((16, 32, 64), "MLP hidden widths", minimum=1)
     depth: int = option(2, "MLP hidden layers", minimum=0)
     cnn_depth: int = option(
@@ -103,6 +107,12 @@ class Settings(ExperimentSettings):
         for i, c in enumerate(self.class_counts):
             if c > classes:
                 fail(f"{name('class_counts').strip('`')}[{i}]", f"<= {classes}", repr(c))
+        if self.dataset == "fashion_mnist" and (self.n_max > 60000 or self.n_test > 10000):
+            fail(
+                name("n_max") if self.n_max > 60000 else name("n_test"),
+                "<= 60000 training / 10000 test samples (Fashion-MNIST's official splits)",
+                repr(self.n_max if self.n_max > 60000 else self.n_test),
+            )
         if self.dataset == "digits" and self.n_max + self.n_test > 1797:
             fail(
                 name("n_max"),
@@ -155,6 +165,12 @@ def load_data(settings: Settings) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     if settings.dataset == "mnist1d":
         ds = data.mnist1d(settings.n_max, settings.n_test, seed=settings.seed, dtype=np.float32)
         x, xt = ds.x_train, ds.x_test
+    elif settings.dataset == "fashion_mnist":
+        ds = data.fashion_mnist(
+            n_train=settings.n_max, n_test=settings.n_test, seed=settings.seed,
+            standardize=True, dtype=np.float32,
+        )  # fmt: skip
+        x, xt = ds.x_train.reshape(-1, 28, 28), ds.x_test.reshape(-1, 28, 28)
     else:
         ds = data.digits(
             n_train=settings.n_max, n_test=settings.n_test, seed=settings.seed,
