@@ -30,6 +30,15 @@ from jaxdyn._checks import (
     fail,
     is_concrete,
 )
+
+# The losses (`0.5 * mean((f - y)**2)`, softmax cross-entropy; both means over examples) are
+# defined once, beside the function-space dynamics that must follow the same conventions;
+# `train.mse_loss` etc. stay importable from here.
+from jaxdyn.dynamics.gradient_descent import (  # noqa: F401
+    LOSSES,
+    cross_entropy_loss,
+    mse_loss,
+)
 from jaxdyn.linearize import linearize as _linearize
 from jaxdyn.ntk import METHODS as _NTK_METHODS
 from jaxdyn.ntk import ntk_fn
@@ -76,23 +85,6 @@ class Trajectory(NamedTuple):
     ntk_steps: jax.Array | None
     ntk: jax.Array | None
     observed: PyTree | None = None
-
-
-def mse_loss(f: jax.Array, y: jax.Array) -> jax.Array:
-    """`0.5 * mean((f - y)**2)` over all entries: the convention of `jaxdyn.dynamics`."""
-    return 0.5 * jnp.mean((f - y) ** 2)
-
-
-def cross_entropy_loss(f: jax.Array, y: jax.Array) -> jax.Array:
-    """Softmax cross-entropy of logits `f (n, k)` against one-hot / probability targets
-    `y (n, k)`, averaged over examples."""
-    return jnp.mean(optax.softmax_cross_entropy(f, y))
-
-
-LOSSES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
-    "mse": mse_loss,
-    "cross_entropy": cross_entropy_loss,
-}
 
 
 # The divergence rule of `trajectory`: a recorded loss above this multiple of the initial one.

@@ -68,13 +68,13 @@ LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 def mse_loss(f: jax.Array, y: jax.Array) -> jax.Array:
-    """``0.5 * mean((f - y)**2)`` over all entries (= `jaxdyn.train.mse_loss`)."""
+    """``0.5 * mean((f - y)**2)`` over all entries (also `jaxdyn.train.mse_loss`)."""
     return 0.5 * jnp.mean((f - y) ** 2)
 
 
 def cross_entropy_loss(f: jax.Array, y: jax.Array) -> jax.Array:
     """Softmax cross-entropy of logits ``f (n, k)`` against probability targets ``y (n, k)``,
-    averaged over the n examples (= `jaxdyn.train.cross_entropy_loss`)."""
+    averaged over the n examples (also `jaxdyn.train.cross_entropy_loss`)."""
     return jnp.mean(-jnp.sum(y * jax.nn.log_softmax(f, axis=-1), axis=-1))
 
 
