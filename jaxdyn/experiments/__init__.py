@@ -7,7 +7,14 @@ import importlib
 
 from jaxdyn._checks import fail
 from jaxdyn.experiments import _runner
-from jaxdyn.experiments._runner import ExperimentSettings, finish, option, settings_dict, validate
+from jaxdyn.experiments._runner import (
+    ExperimentSettings,
+    finish,
+    option,
+    precision,
+    settings_dict,
+    validate,
+)
 
 # The experiment modules, in the order `jaxdyn list` shows them (one per line).
 _MODULES = (
@@ -36,6 +43,7 @@ __all__ = [
     "fail",
     "finish",
     "option",
+    "precision",
     "settings_dict",
     "validate",
 ]

@@ -22,6 +22,7 @@ Every experiment gets `--out`, `--seed`, `--size`, `--quiet` and a progress bar 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import pathlib
 import sys
@@ -30,6 +31,8 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
+
+import jax
 
 from jaxdyn import _checks
 from jaxdyn._checks import fail  # noqa: F401  (experiments' `check` methods raise with it)
@@ -254,6 +257,12 @@ def finish(
     res = results.to_jsonable(res)
     results.write_json_atomic(out / "results.json", res)
     return res
+
+
+def precision(dtype: str) -> contextlib.AbstractContextManager:
+    """The scope an experiment computes in: `jax.enable_x64(True)` for `"float64"` (local, so
+    the global x64 default stays off), no change otherwise."""
+    return jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext()
 
 
 def settings_dict(settings: ExperimentSettings) -> dict[str, Any]:

@@ -19,7 +19,6 @@ Points (one resumable file each):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import time
@@ -38,6 +37,7 @@ from jaxdyn.experiments._runner import (
     fail,
     finish,
     option,
+    precision,
     settings_dict,
     validate,
 )
@@ -240,7 +240,7 @@ def run(
 ) -> dict[str, Any]:
     """Runs every point (resuming from `out/points`), writes figures and results.json."""
     validate(settings)
-    x64 = jax.enable_x64(True) if settings.dtype == "float64" else contextlib.nullcontext()
+    x64 = precision(settings.dtype)
     with x64:
         t0 = time.perf_counter()
         stored = settings_dict(settings)

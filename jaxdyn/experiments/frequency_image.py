@@ -12,7 +12,6 @@ point per seed.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import time
@@ -31,6 +30,7 @@ from jaxdyn.experiments._runner import (
     fail,
     finish,
     option,
+    precision,
     settings_dict,
     validate,
 )
@@ -139,7 +139,7 @@ def run(
 ) -> dict[str, Any]:
     """Trains every seed (resuming from `out/points`), writes figures and results.json."""
     validate(settings)
-    x64 = jax.enable_x64(True) if settings.dtype == "float64" else contextlib.nullcontext()
+    x64 = precision(settings.dtype)
     with x64:
         t0 = time.perf_counter()
         stored = settings_dict(settings)

@@ -34,7 +34,6 @@ fitted and predicted rates.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import math
@@ -57,6 +56,7 @@ from jaxdyn.experiments._runner import (
     fail,
     finish,
     option,
+    precision,
     settings_dict,
     validate,
 )
@@ -411,7 +411,7 @@ def run(
     figures and `results.json` (last). Float64 runs enable x64 inside only."""
     validate(settings)
     stored = settings_dict(settings)
-    x64 = jax.enable_x64(True) if settings.dtype == "float64" else contextlib.nullcontext()
+    x64 = precision(settings.dtype)
     with x64:
         t0 = time.perf_counter()
         points = sweep.open_sweep(out, stored, name="--out")

@@ -22,7 +22,6 @@ resumes where it stopped.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import time
@@ -53,6 +52,7 @@ from jaxdyn.experiments._runner import (
     fail,
     finish,
     option,
+    precision,
     settings_dict,
     validate,
 )
@@ -336,7 +336,7 @@ def run(
     """
     validate(settings)
     # x64 as a context, never the global flag; float32 runs leave the caller's setting alone.
-    x64 = jax.enable_x64(True) if settings.dtype == "float64" else contextlib.nullcontext()
+    x64 = precision(settings.dtype)
     # imported here: matplotlib is not needed to list or validate experiments
     from jaxdyn.experiments import linear_vs_real_plots
 

@@ -20,7 +20,6 @@ the cores' peak rate (see the README section for measured times).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import os
@@ -39,6 +38,7 @@ from jaxdyn.experiments._runner import (
     fail,
     finish,
     option,
+    precision,
     settings_dict,
     validate,
 )
@@ -409,7 +409,7 @@ def run(
     """Runs the sweep over (d, width) (resuming from `out/points`), writes figures and
     `results.json` (last: its presence means done). Float64 runs enable x64 inside only."""
     validate(settings)
-    x64 = jax.enable_x64(True) if settings.dtype == "float64" else contextlib.nullcontext()
+    x64 = precision(settings.dtype)
     with x64:
         t0 = time.perf_counter()
         stored = settings_dict(settings)

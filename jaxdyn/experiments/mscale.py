@@ -24,7 +24,6 @@ convergence step of every peak under both losses.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import time
@@ -43,6 +42,7 @@ from jaxdyn.experiments._runner import (
     fail,
     finish,
     option,
+    precision,
     settings_dict,
     validate,
 )
@@ -297,7 +297,7 @@ def run(
 ) -> dict[str, Any]:
     """Runs the six points (resuming from `out/points`), writes figures and results.json."""
     validate(settings)
-    x64 = jax.enable_x64(True) if settings.dtype == "float64" else contextlib.nullcontext()
+    x64 = precision(settings.dtype)
     with x64:
         t0 = time.perf_counter()
         stored = settings_dict(settings)

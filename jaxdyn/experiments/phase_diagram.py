@@ -16,7 +16,6 @@ Every grid point of one width trains as ONE vmapped run (`condensation.fit_grid`
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
@@ -35,6 +34,7 @@ from jaxdyn.experiments._runner import (
     fail,
     finish,
     option,
+    precision,
     settings_dict,
     validate,
 )
@@ -256,7 +256,7 @@ def run(
     """Runs every (width, seed) (resuming from `out/points`), writes figures and
     `results.json` (last: its presence means done). Float64 runs enable x64 inside only."""
     validate(settings)
-    x64 = jax.enable_x64(True) if settings.dtype == "float64" else contextlib.nullcontext()
+    x64 = precision(settings.dtype)
     with x64:
         t0 = time.perf_counter()
         stored = settings_dict(settings)
