@@ -2,10 +2,9 @@
 
 References: `dynamics.mse_ensemble` at t = infinity (itself checked against neural-tangents'
 `gradient_descent_mse_ensemble` in tests/test_dynamics_ensemble.py), and Gaussian conditioning
-computed a second way, from the precision matrix of the joint prior (numpy). neural-tangents'
-own `gp_inference` values: `tests/refs/make_nt_refs_gp.py` writes them in the pinned
-environment, which this machine lacks (no neural-tangents install, no internet), so
-`test_matches_nt_refs` skips until `tests/refs/nt_refs_gp.npz` exists.
+computed a second way, from the precision matrix of the joint prior (numpy), and
+neural-tangents' own `gp_inference` values (`tests/refs/nt_refs_gp.npz`, written by
+`tests/refs/make_nt_refs_gp.py` in the pinned environment of benchmarks/nt_reference).
 """
 
 import pathlib
@@ -108,10 +107,12 @@ def test_bad_input(gp, call, error, match):
         call(gp["k"], gp["y"])
 
 
-def test_matches_nt_refs(gp):
-    if not REFS_GP.exists():
-        pytest.skip("tests/refs/nt_refs_gp.npz not made yet: run tests/refs/make_nt_refs_gp.py")
+def test_matches_nt_refs(gp, nt_refs):
+    """neural-tangents 0.6.5 `gp_inference` on its own stax kernels; ours come from `nets`."""
     refs = np.load(REFS_GP)
+    # same inputs and targets as the shared refs (the script redraws them from one seed)
+    np.testing.assert_array_equal(refs["x1"], nt_refs["x1"])
+    np.testing.assert_array_equal(refs["y"], nt_refs["pred_y"])
     k, y = gp["k"], refs["y"]
     for reg in (0.0, 1e-4):
         predictor = dynamics.gp_inference(k["dd"], y, diag_reg=reg)

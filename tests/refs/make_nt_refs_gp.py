@@ -1,8 +1,7 @@
 """Reference values of `neural_tangents.predict.gp_inference` (neural-tangents 0.6.5).
 
-NOT RUN YET: the pinned environment (no internet here) was not available when this script was
-written, so `nt_refs_gp.npz` does not exist and `tests/test_gp_inference.py::test_matches_nt_refs`
-skips. Run in the environment of `make_nt_refs.py`:
+`nt_refs_gp.npz` beside this script was written by it (tests/test_gp_inference.py reads it).
+Run in the environment of `make_nt_refs.py`:
   python3 -m venv /tmp/ntref && /tmp/ntref/bin/pip install "jax==0.4.23" "jaxlib==0.4.23" \
       "neural-tangents==0.6.5" "numpy<2" "scipy<1.13"
   JAX_ENABLE_X64=1 /tmp/ntref/bin/python make_nt_refs_gp.py OUTDIR
