@@ -34,6 +34,9 @@ MLP_WIDTHS = (784, 512, 512, 512, 10)
 TINY_MLP_WIDTHS = (16, 32, 32, 4)
 CNN = {"hw": 28, "channels": 32, "out": 10}
 TINY_CNN = {"hw": 6, "channels": 4, "out": 3}
+# Wide ResNet of one group (jaxdyn.nets.WideResnet): conv stem, pre-activation residual blocks
+WRN = {"hw": 28, "channels": 32, "blocks": 2, "out": 10}
+TINY_WRN = {"hw": 6, "channels": 4, "blocks": 1, "out": 3}
 
 
 # --------------------------------------------------------------------------- models
@@ -98,8 +101,37 @@ def build_model(name: str, n: int, tiny: bool, x64: bool, seed: int = 0):
             return h @ p["dense"]["w"] / np.sqrt(h.shape[1]) + p["dense"]["b"][None, :]
 
         x = normal((n, hw, hw, 1))
+    elif name == "wrn":
+        cfg = TINY_WRN if tiny else WRN
+        hw, c, k_out = cfg["hw"], cfg["channels"], cfg["out"]
+        convs = [(1, c)] + [(c, c)] * (2 * cfg["blocks"])
+        params = {
+            "convs": [{"w": normal((3, 3, a, b)), "b": 0.1 * normal((b,))} for a, b in convs],
+            "dense": {"w": normal((c, k_out)), "b": 0.1 * normal((k_out,))},
+        }
+
+        def conv(h, layer):
+            fan_in = layer["w"].shape[0] * layer["w"].shape[1] * layer["w"].shape[2]
+            out = lax.conv_general_dilated(
+                h,
+                layer["w"],
+                window_strides=(1, 1),
+                padding="SAME",
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            )
+            return out / np.sqrt(fan_in) + layer["b"][None, None, None, :]
+
+        def apply_fn(p, x):
+            h = conv(x, p["convs"][0])
+            for i in range(1, len(p["convs"]), 2):  # x + conv(relu(conv(relu(x))))
+                r = conv(jax.nn.relu(h), p["convs"][i])
+                h = h + conv(jax.nn.relu(r), p["convs"][i + 1])
+            h = jnp.mean(jax.nn.relu(h), axis=(1, 2))
+            return h @ p["dense"]["w"] / np.sqrt(h.shape[1]) + p["dense"]["b"][None, :]
+
+        x = normal((n, hw, hw, 1))
     else:
-        raise ValueError(f"unknown model {name!r}; expected 'mlp' or 'cnn'")
+        raise ValueError(f"unknown model {name!r}; expected 'mlp', 'cnn' or 'wrn'")
     num_params = int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params)))
     return apply_fn, params, x, k_out, num_params
 
@@ -397,13 +429,17 @@ def save_results(
     return out
 
 
-def workloads(sizes: list[int], cnn_n, batch_sizes: list[int | None]) -> list[dict]:
+def workloads(sizes: list[int], cnn_n, batch_sizes: list[int | None], wrn_n=None) -> list[dict]:
     """(model, n, batch_size) triples. A batch size is used only when it is below n.
 
-    `cnn_n` is one CNN size or a list of them (0 or an empty list: no CNN)."""
-    cnn_ns = [cnn_n] if isinstance(cnn_n, int) else list(cnn_n or [])
+    `cnn_n` and `wrn_n` are one CNN (Wide ResNet) size or a list of them (0, None or an empty
+    list: none)."""
+
+    def listed(v):
+        return [c for c in ([v] if isinstance(v, int) else list(v or [])) if c > 0]
+
     out = []
-    for model, ns in (("mlp", sizes), ("cnn", [c for c in cnn_ns if c > 0])):
+    for model, ns in (("mlp", sizes), ("cnn", listed(cnn_n)), ("wrn", listed(wrn_n))):
         for n in ns:
             for b in batch_sizes:
                 if b is None or b < n:
@@ -455,6 +491,36 @@ def mlp_matmul_flops(n: int, widths) -> dict:
     }
 
 
+def cnn_matmul_flops(n: int, tiny: bool) -> dict:
+    """Flops of the products the traced NTK of the benchmark CNN (3x3 SAME conv C_in -> c,
+    ReLU, 3x3 SAME conv c -> c, ReLU, flatten, dense k) cannot avoid, for n examples against
+    themselves, counted as 2 m n p per (m x p)(p x n) product, with S = hw^2 positions and
+    P_l = 9 C_l patch features:
+
+    * forward: each convolution `2 n S P_l c` and the dense layer `2 n S c k`;
+    * the k output-gradient backward passes for the batch: through the dense layer
+      `2 n k S c` (one-hot output gradients times the dense weights, a K = k product counted
+      as K = 1) and the transposed second convolution `2 n k S P_2 c` (none into the input);
+    * per-example weight gradients `patches^T G` of both convolutions, `2 n k S P_l c`;
+    * the traced Grams: weight gradients `2 n^2 k P_l c`, the dense input Gram `2 n^2 S c`
+      (biases: `2 n^2 k c`, negligible, included).
+    The Grams' symmetry is not used."""
+    cfg = TINY_CNN if tiny else CNN
+    hw, c, k = cfg["hw"], cfg["channels"], cfg["out"]
+    S, P = hw * hw, (9 * 1, 9 * c)
+    fwd = sum(2.0 * n * S * p * c for p in P) + 2.0 * n * S * c * k
+    bwd = 2.0 * n * k * S * c + 2.0 * n * k * S * P[1] * c
+    wgrad = sum(2.0 * n * k * S * p * c for p in P)
+    grams = sum(2.0 * n * n * k * (p + 1) * c for p in P) + 2.0 * n * n * (S * c + k)
+    return {
+        "forward": fwd,
+        "backward": bwd,
+        "weight_gradients": wgrad,
+        "grams": grams,
+        "total": fwd + bwd + wgrad + grams,
+    }
+
+
 def nets_params(name: str, params):
     """The hand-written workload's params in the layout of the equivalent `jaxdyn.nets.serial`
     network: a tuple with `(W, b)` per Dense/Conv layer and `()` per Relu/Flatten (the arrays
@@ -475,6 +541,12 @@ def nets_params(name: str, params):
             (),
             (params["dense"]["w"], params["dense"]["b"]),
         )
+    if name == "wrn":  # the layout of nets.WideResnet: stem, blocks, Relu, pool, Dense
+        convs = [(layer["w"], layer["b"]) for layer in params["convs"]]
+        blocks = tuple(
+            ((), (((), convs[i], (), convs[i + 1]), ()), ()) for i in range(1, len(convs), 2)
+        )
+        return (convs[0], *blocks, (), (), (params["dense"]["w"], params["dense"]["b"]))
     raise ValueError(f"unknown model {name!r}")
 
 

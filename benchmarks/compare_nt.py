@@ -216,7 +216,7 @@ def main(argv=None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ntk.add_common_args(p)
-    p.set_defaults(sizes=[128, 512], cnn_n=[64, 256])
+    p.set_defaults(sizes=[128, 512], cnn_n=[64, 256], wrn_n=[64])
     p.add_argument(
         "--methods",
         nargs="+",

@@ -4,7 +4,10 @@ Workloads (traced NTK, trace_axes=(-1,), of x against itself, x2=None):
   * MLP 784-512-512-512-10, ReLU, NTK parameterisation (z = x @ W / sqrt(fan_in) + b), n in
     --sizes (default 128 512 2048 8192 20000);
   * CNN: two 3x3 SAME convolutions of 32 channels with ReLU, flatten, dense 10, on 28x28x1
-    inputs, n in --cnn-n (default 64 256).
+    inputs, n in --cnn-n (default 64 256);
+  * WRN: `jaxdyn.nets.WideResnet(2, 32, 10)` (3x3 SAME conv stem 1 -> 32, two pre-activation
+    residual blocks x + Conv(Relu(Conv(Relu(x)))) of 32 channels, ReLU, global average pool,
+    dense 10) on 28x28x1 inputs, n in --wrn-n (default 64).
 
 Each workload exists twice, as the same function of the same numbers (parameters drawn with
 numpy, shared): hand-written with jax (benchmarks/_common.py, what neural-tangents also runs)
@@ -80,9 +83,13 @@ def nets_model(name: str, tiny: bool, hw_apply, hw_params, x):
             nets.Flatten(),
             nets.Dense(cfg["out"], W_std=1.0, b_std=1.0, parameterization="ntk"),
         ]
+    elif name == "wrn":
+        cfg = C.TINY_WRN if tiny else C.WRN
+        kw = dict(W_std=1.0, b_std=1.0, parameterization="ntk")
+        layers = [nets.WideResnet(cfg["blocks"], cfg["channels"], cfg["out"], **kw)]
     else:
         raise ValueError(f"unknown model {name!r}")
-    net = nets.serial(*layers)
+    net = nets.serial(*layers) if len(layers) > 1 else layers[0]
     init_fn, apply_fn = net[0], net[1]
     params = C.nets_params(name, hw_params)
     _, ref = init_fn(jax.random.PRNGKey(0), tuple(x.shape))
@@ -151,11 +158,90 @@ def matmul_floor_fn(widths):
     return jax.jit(floor)
 
 
+def conv_floor_fn(params, x):
+    """`floor(params, x, operands) -> (n, n)` and its `operands`: the traced NTK of the
+    hand-written CNN from only the products of `_common.cnn_matmul_flops`, each one XLA op:
+    the forward convolutions and dense product (keeping inputs and ReLU masks), the dense
+    backward product, the transposed second convolution on all n k output gradients at once,
+    the two per-example weight-gradient contractions and the traced Grams. The weight-gradient
+    contractions read `operands`, patches and output gradients made beforehand in the layout
+    the product wants (from the same network), so that no data movement is timed: the floor
+    is the products alone. Returns the same kernel as the structured method."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax import lax
+
+    hi = lax.Precision.HIGHEST
+    dn = ("NHWC", "HWIO", "NHWC")
+    k = params["dense"]["w"].shape[1]
+
+    def conv(h, w):
+        return lax.conv_general_dilated(h, w, (1, 1), "SAME", dimension_numbers=dn, precision=hi)
+
+    def scale(w):
+        return 1.0 / np.sqrt(np.prod(w.shape[:-1]))
+
+    def patches(h):
+        return lax.conv_general_dilated_patches(h, (3, 3), (1, 1), "SAME", dimension_numbers=dn)
+
+    def backward(p, x):
+        """Forward pass and the k output gradients at both convolutions' outputs."""
+        n = x.shape[0]
+        z1 = conv(x, p["conv1"]["w"]) * scale(p["conv1"]["w"]) + p["conv1"]["b"]
+        h1 = jnp.maximum(z1, 0)
+        z2 = conv(h1, p["conv2"]["w"]) * scale(p["conv2"]["w"]) + p["conv2"]["b"]
+        h2 = jnp.maximum(z2, 0).reshape(n, -1)
+        wd = p["dense"]["w"] * scale(p["dense"]["w"])
+        g2 = jnp.matmul(jnp.eye(k, dtype=x.dtype), wd.T, precision=hi)  # (k, S c)
+        g2 = jnp.where(z2[None] > 0, g2.reshape(k, 1, *z2.shape[1:]), 0)  # (k, n, H, W, c)
+        w2 = jnp.flip(p["conv2"]["w"], (0, 1)).swapaxes(2, 3) * scale(p["conv2"]["w"])
+        g1 = conv(g2.reshape(-1, *z2.shape[1:]), w2).reshape(g2.shape)
+        g1 = jnp.where(z1[None] > 0, g1, 0)
+        return x, h1, h2, g1, g2
+
+    def layout(h, g):
+        """Patches (n, S, P) and gradients (n, S, k c): the weight-gradient product's operands."""
+        n = h.shape[0]
+        gt = jnp.transpose(g.reshape(k, n, -1, g.shape[-1]), (1, 2, 0, 3))
+        gt = gt.reshape(n, gt.shape[1], -1)
+        return patches(h).reshape(n, gt.shape[1], -1), gt
+
+    @jax.jit
+    def make_operands(p, x):
+        x, h1, _, g1, g2 = backward(p, x)
+        return layout(x, g1) + layout(h1, g2)
+
+    @jax.jit
+    def floor(p, x, ops):
+        n = x.shape[0]
+        _, _, h2, g1, g2 = backward(p, x)
+        # dense weights and bias: the same for each of the k outputs
+        out = k * (jnp.matmul(h2, h2.T, precision=hi) * scale(p["dense"]["w"]) ** 2 + 1.0)
+        for i, (pt, gt) in enumerate([ops[:2], ops[2:]]):
+            w = jnp.einsum("nsp,nsq->npq", pt, gt, precision=hi).reshape(n, -1)
+            b = jnp.sum((g1, g2)[i], axis=(2, 3)).reshape(-1, n).T  # bias gradients
+            out = out + jnp.matmul(w, w.T, precision=hi) * scale(p[f"conv{i + 1}"]["w"]) ** 2
+            out = out + jnp.matmul(b, b.T, precision=hi)
+        return out / k
+
+    return floor, make_operands(params, x)
+
+
 def _floor_worker(spec: dict, params, x, k, num_params, rss_before) -> dict:
+    if spec["model"] == "cnn":
+        f, ops = conv_floor_fn(params, x)
+        timing = C.time_kernel(lambda: f(params, x, ops), spec["repeats"])
+        flops = C.cnn_matmul_flops(spec["n"], spec["tiny"])
+        return _floor_record(spec, k, num_params, timing, rss_before, flops)
     widths = C.mlp_widths(spec["tiny"])
     f = matmul_floor_fn(widths)
     timing = C.time_kernel(lambda: f(params, x), spec["repeats"])
     flops = C.mlp_matmul_flops(spec["n"], widths)
+    return _floor_record(spec, k, num_params, timing, rss_before, flops)
+
+
+def _floor_record(spec, k, num_params, timing, rss_before, flops) -> dict:
     rec = C.ok_record(
         spec,
         "matmul_floor",
@@ -187,8 +273,6 @@ def worker(spec: dict) -> dict:
     )
     jax.block_until_ready((params, x))
     if method == FLOOR:
-        if spec["model"] != "mlp":
-            raise ValueError("matmul_floor is defined for the MLP only")
         return _floor_worker(spec, params, x, k, num_params, C.peak_rss_mib())
     extra = {"model_impl": "jax"}
     if method in NETS_METHODS:
@@ -243,8 +327,12 @@ def worker(spec: dict) -> dict:
         versions=versions(),
         **extra,
     )
-    if spec["model"] == "mlp" and chosen == "structured":
-        flops = C.mlp_matmul_flops(spec["n"], C.mlp_widths(spec["tiny"]))
+    if chosen == "structured":
+        flops = (
+            C.mlp_matmul_flops(spec["n"], C.mlp_widths(spec["tiny"]))
+            if spec["model"] == "mlp"
+            else C.cnn_matmul_flops(spec["n"], spec["tiny"])
+        )
         rec["matmul_flops"] = flops["total"]
         rec["gflops_per_s"] = flops["total"] / timing["median_s"] / 1e9
     return rec
@@ -284,9 +372,9 @@ def specs_for(workload: dict, args) -> list[dict]:
     """The jaxdyn specs of one (model, n, batch_size) workload, in --methods order, after the
     size rules: jacobian/ntvp/auto only for n <= --slow-max-n and a batch size from
     --batch-sizes; structured/auto_nets with a batch size from --structured-batch-sizes
-    (auto_nets only for n <= --auto-nets-max-n); matmul_floor for the MLP, unbatched,
+    (auto_nets only for n <= --auto-nets-max-n); matmul_floor (MLP and CNN) unbatched,
     n <= --floor-max-n."""
-    model, n, b = workload["model"], workload["n"], workload["batch_size"]
+    n, b = workload["n"], workload["batch_size"]
     out = []
     for m in args.methods:
         if m in SLOW_METHODS:
@@ -296,7 +384,7 @@ def specs_for(workload: dict, args) -> list[dict]:
                 m == "structured" or n <= args.auto_nets_max_n
             )
         else:
-            ok = model == "mlp" and b is None and n <= args.floor_max_n
+            ok = workload["model"] in ("mlp", "cnn") and b is None and n <= args.floor_max_n
         if ok:
             out.append(
                 {
@@ -319,7 +407,7 @@ def all_workloads(args) -> list[dict]:
     ):
         if v not in bs:
             bs.append(v)
-    return C.workloads(args.sizes, args.cnn_n, bs)
+    return C.workloads(args.sizes, args.cnn_n, bs, getattr(args, "wrn_n", None))
 
 
 def specs(args) -> list[dict]:
@@ -365,6 +453,13 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
         nargs="+",
         default=[64, 256],
         help="CNN sizes n (0 skips the CNN; default 64 256)",
+    )
+    p.add_argument(
+        "--wrn-n",
+        type=int,
+        nargs="+",
+        default=[64],
+        help="Wide ResNet sizes n (0 skips it; default 64)",
     )
     p.add_argument(
         "--batch-sizes",

@@ -89,34 +89,68 @@ def linear_factors(structure, params, x, layout: Layout) -> list[dict[str, jax.A
     basis = jnp.eye(layout.out_size, dtype=dtype).reshape((layout.out_size, 1, *layout.out_shape))
     (grads,) = jax.vmap(vjp_fn)(jnp.broadcast_to(basis, (layout.out_size, n, *layout.out_shape)))
     out = []
-    for layer, h, g in zip(layers, inputs, grads):
-        g = jnp.moveaxis(g, 0, 1)  # (n, out_size, *z shape)
+    for layer, h, g in zip(layers, inputs, grads):  # g: (out_size, n, *z shape)
         if layer.conv is None:
+            g = jnp.moveaxis(g, 0, 1)  # (n, out_size, *z shape)
             out.append({"h": h, "g": g.reshape((n, *layout.out_shape, g.shape[-1]))})
             continue
-        spec = layer.conv
-        patches = jax.lax.conv_general_dilated_patches(
-            h,
-            spec.filter_shape,
-            spec.strides,
-            spec.padding,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            precision=HIGHEST,
-        )
-        patches = patches.reshape((n, -1, patches.shape[-1]))  # (n, S, fh fw C)
-        g = g.reshape((n, layout.out_size, -1, g.shape[-1]))  # (n, k, S, width)
-        # The weight gradient of a convolution is the sum over positions of patch x gradient;
-        # the patch feature order differs from HWIO, which inner products do not see.
-        w = jnp.einsum("nsp,nasc->napc", patches, g, precision=HIGHEST)
+        patches = conv_patches(h, layer.conv)  # (n, S, fh fw C)
+        g = g.reshape((layout.out_size, n, -1, g.shape[-1]))  # (k, n, S, width)
+        w = jnp.moveaxis(_weight_gradients(patches, g), 0, 1)  # (n, k, P, width)
         out.append(
             {
                 "w": w.reshape((n, *layout.out_shape, -1)),
                 "b": None
                 if layer.b_leaf is None
-                else jnp.sum(g, axis=2).reshape((n, *layout.out_shape, g.shape[-1])),
+                else jnp.moveaxis(jnp.sum(g, axis=2), 0, 1).reshape(
+                    (n, *layout.out_shape, g.shape[-1])
+                ),
             }
         )
     return out
+
+
+def _weight_gradients(patches: jax.Array, g: jax.Array) -> jax.Array:
+    """`(k, n, P, width)`: per-example, per-output weight gradients of a convolution, the sum
+    over positions of patch x output gradient, from `patches (n, S, P)`, `g (k, n, S, width)`.
+
+    The contraction is memory-bound on CPUs, so it is arranged to move the least data: with
+    few patch features (`P <= width`, a first layer), the patches are broadcast over the k
+    outputs and each (output, example) pair is one small product; otherwise g is transposed
+    once to `(n, S, k width)`, making one batched product over examples with all k outputs
+    side by side (4x less time than either alternative for a 28x28x1 -> 32 -> 32 network).
+    """
+    k, n, _, width = g.shape
+    dims = (((2,), (2,)), ((0, 1), (0, 1)))  # contract positions; batch (output, example)
+    if patches.shape[-1] <= width:
+        p = jnp.broadcast_to(patches, (k, *patches.shape))
+        return jax.lax.dot_general(p, g, dims, precision=HIGHEST)
+    g_t = jnp.transpose(g, (1, 2, 0, 3)).reshape((n, g.shape[2], k * width))
+    w = jnp.einsum("nsp,nsq->npq", patches, g_t, precision=HIGHEST)
+    return jnp.moveaxis(w.reshape((n, -1, k, width)), 2, 0)
+
+
+def conv_patches(h: jax.Array, spec) -> jax.Array:
+    """`(n, S, fh fw C)`: the input patch of every output position of the convolution `spec`
+    (`jaxdyn.structure.ConvSpec`) on `h (n, H, W, C)`, features in (fh, fw, C) order.
+
+    Strided slices of the padded input, stacked: `lax.conv_general_dilated_patches` computes
+    the same numbers as a convolution with a one-hot kernel, `fh fw C` times the work (1.6x
+    the time of the slices on a 28x28x32 input with a 3x3 filter, CPU).
+    """
+    (fh, fw), (sh, sw) = spec.filter_shape, spec.strides
+    pads = spec.padding
+    if isinstance(pads, str):
+        pads = jax.lax.padtype_to_pads(h.shape[1:3], (fh, fw), (sh, sw), pads)
+    hp = jnp.pad(h, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)))
+    oh = (hp.shape[1] - fh) // sh + 1
+    ow = (hp.shape[2] - fw) // sw + 1
+    slices = [
+        hp[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw, :]
+        for i in range(fh)
+        for j in range(fw)
+    ]
+    return jnp.stack(slices, axis=3).reshape((h.shape[0], oh * ow, fh * fw * h.shape[3]))
 
 
 def linear_gram(layers, f1, f2, layout: Layout, groups: Groups) -> dict[str, jax.Array]:

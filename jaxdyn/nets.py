@@ -47,6 +47,7 @@ import numpy as np
 
 from jaxdyn import infinite
 from jaxdyn._checks import check_array, check_float, check_int, describe, fail
+from jaxdyn._nets_conv import conv2d
 from jaxdyn._nets_kernel import KernelFn
 from jaxdyn._nets_structure import parallel_ops, serial_ops, serial_structure
 from jaxdyn.infinite import GETS, Kernel, KernelState
@@ -418,14 +419,7 @@ def _conv_apply(
     """`Conv` on x (n, H, W, C) with params (W (fh, fw, C, out), b (out,) or None)."""
     W, b = _unpack(params, "Conv")
     _check_fan_in(f"Conv({W.shape[-1]})", x.shape, W, 2, "channels")
-    z = jax.lax.conv_general_dilated(
-        x,
-        W,
-        spec.strides,
-        spec.padding,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        precision=jax.lax.Precision.HIGHEST,
-    )
+    z = conv2d(x, W, tuple(spec.strides), spec.padding)  # fast gradients in loops too
     if param == "ntk":
         z = (W_std / math.sqrt(math.prod(W.shape[:-1]))) * z
         return z if b is None else z + b_std * b[None, None, None, :]

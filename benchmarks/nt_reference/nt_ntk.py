@@ -97,6 +97,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[128, 512], help="MLP sizes n (default 128 512)")
     p.add_argument("--cnn-n", type=int, nargs="+", default=[64], help="CNN sizes n (0 skips the CNN; default 64)")
+    p.add_argument("--wrn-n", type=int, nargs="+", default=[64], help="Wide ResNet sizes n (0 skips it; default 64)")
     p.add_argument("--batch-sizes", nargs="+", default=["none", "64"],
                    help="batch sizes; 'none' = unbatched; used only when below n (default: none 64)")
     p.add_argument("--implementations", type=int, nargs="+", default=list(IMPLEMENTATIONS),
@@ -124,7 +125,7 @@ def main(argv=None) -> int:
         jax.config.update("jax_enable_x64", True)
     ver = versions()
     results = []
-    for w in C.workloads(args.sizes, args.cnn_n, C.parse_batch_sizes(args.batch_sizes)):
+    for w in C.workloads(args.sizes, args.cnn_n, C.parse_batch_sizes(args.batch_sizes), args.wrn_n):
         for spec in specs_for(w, args):
             res = run_spec(spec, args)
             results.append(res)
