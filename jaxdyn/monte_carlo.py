@@ -7,9 +7,12 @@ For a finite network ``init_fn, apply_fn`` (e.g. from `jaxdyn.nets`), the Monte-
 over ``n_samples`` initialisations ``s`` (traced over the ``k`` outputs, the neural-tangents
 ``trace_axes=(-1,)`` convention of `jaxdyn.nets`' ``kernel_fn``) converge to the infinite-width
 kernels as width and samples grow (exactly in expectation for one hidden layer, at any width).
-Samples are vmapped in groups of ``sample_batch_size``; inputs are tiled into blocks of
-``batch_size`` rows with `jaxdyn.batching.map_pairs`, so memory is bounded by one block pair of
-per-example Jacobians per sample of a group.
+Per sample, the NTK is computed as `jaxdyn.ntk_fn` computes it (the structured method for
+`jaxdyn.nets` networks and other models with a linear structure, otherwise the Jacobian or
+NTK-vector-product method its cost model picks), the NNGP from the outputs; for ``x2`` None
+(x1 with itself) each is computed once. Samples are vmapped in groups of
+``sample_batch_size``; inputs are tiled into blocks of ``batch_size`` rows, so memory is bounded
+by one block of per-example factors (or Jacobians) per sample of a group.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 from jax import lax
 
 from jaxdyn import batching
+from jaxdyn import ntk as ntk_internal
 from jaxdyn._checks import check_batch_size, check_inputs, check_int, describe, fail
 from jaxdyn.infinite import GETS, Kernel
 
@@ -32,27 +36,23 @@ __all__ = ["monte_carlo_kernel_fn"]
 PyTree = Any
 
 
-def _per_sample(apply_fn, params, u, v, gets):
-    """Empirical kernels of one sample on blocks ``u (b1, ...)``, ``v (b2, ...)``: (b1, b2)."""
+def _per_sample(settings, params, x1, x2, gets, block):
+    """Empirical kernels ``{get: (n1, n2)}`` of one sample on ``x1 (n1, ...)``, ``x2 (n2, ...)``
+    or None (x1 with itself: outputs and per-example derivatives computed once).
+
+    The NTK is `jaxdyn.ntk`'s own computation for one kernel call (``_device_kernels``): the
+    structured method for a model with a linear structure (`jaxdyn.nets` networks), otherwise
+    the Jacobian or NTK-vector-product method that ``method="auto"``'s cost model picks, tiled
+    into blocks of ``block`` rows. The NNGP comes from the outputs, one forward pass per block.
+    """
     out = {}
-    fu, fv = apply_fn(params, u), apply_fn(params, v)
-    k = fu.shape[-1]
-    hi = lax.Precision.HIGHEST
     if "nngp" in gets:
-        out["nngp"] = jnp.matmul(fu, fv.T, precision=hi) / k
+        forward = functools.partial(settings.apply_fn, params)
+        f1 = batching.map_rows(forward, x1, block)
+        f2 = f1 if x2 is None else batching.map_rows(forward, x2, block)
+        out["nngp"] = jnp.matmul(f1, f2.T, precision=lax.Precision.HIGHEST) / f1.shape[-1]
     if "ntk" in gets:
-        ju = jax.jacrev(lambda p: apply_fn(p, u))(params)  # leaves (b1, k, *leaf)
-        jv = jax.jacrev(lambda p: apply_fn(p, v))(params)
-        terms = [
-            jnp.einsum(
-                "iap,jap->ij",
-                a.reshape(*a.shape[:2], -1),
-                b.reshape(*b.shape[:2], -1),
-                precision=hi,
-            )
-            for a, b in zip(jax.tree_util.tree_leaves(ju), jax.tree_util.tree_leaves(jv))
-        ]
-        out["ntk"] = sum(terms) / k
+        out["ntk"] = ntk_internal._device_kernels(settings, x1, x2, params)["all"]
     return out
 
 
@@ -60,13 +60,27 @@ def _per_sample(apply_fn, params, u, v, gets):
     jax.jit, static_argnames=("init_fn", "apply_fn", "gets", "block", "group", "in_shape")
 )
 def _sample_kernels(keys, x1, x2, *, init_fn, apply_fn, gets, block, group, in_shape):
-    """Per-sample kernels ``{get: (S, n1, n2)}`` for the ``S`` keys, ``group`` at a time."""
+    """Per-sample kernels ``{get: (S, n1, n2)}`` for the ``S`` keys, ``group`` at a time
+    (``x2`` None: x1 with itself)."""
+    # ntk_fn's settings for one kernel call: traced over the last output axis, auto method,
+    # blocks of `block` rows (so the cost model only picks the method), highest precision.
+    settings = ntk_internal._settings(
+        apply_fn,
+        trace_axes=(-1,),
+        method="auto",
+        batch_size=block,
+        precision="highest",
+        groups=False,
+        memory_budget=None,
+        devices=None,
+    )
 
     def one(key):
         params = init_fn(key, in_shape)[1]
-        return batching.map_pairs(
-            lambda u, v: _per_sample(apply_fn, params, u, v, gets), x1, x2, block, block
-        )
+        out = jax.eval_shape(apply_fn, params, x1)
+        if len(out.shape) != 2:
+            fail("apply_fn(params, x)", "an (n, k) array of outputs", f"shape {out.shape}")
+        return _per_sample(settings, params, x1, x2, gets, block)
 
     s = keys.shape[0]
     grouped = batching.blocks(keys, group)  # pads by repeating the last key; cropped below
@@ -104,7 +118,8 @@ def monte_carlo_kernel_fn(
       ``kernel_fn(x1, x2=None, get=None)`` -> a `jaxdyn.infinite.Kernel` ``(nngp, ntk)`` of
       ``(n1, n2)`` arrays (the kernel itself for a string ``get``); a tuple of them, one per
       count, for a sequence ``n_samples``. Memory: the per-sample kernels of all samples,
-      ``max(n_samples) * n1 * n2`` numbers, besides one block of Jacobians per vmapped sample.
+      ``max(n_samples) * n1 * n2`` numbers, besides one block of per-example factors (structured)
+      or Jacobians per vmapped sample.
 
     Example:
       >>> init_fn, apply_fn, kernel_fn = nets.serial(nets.Dense(256), nets.Relu(), nets.Dense(1))
@@ -133,20 +148,23 @@ def monte_carlo_kernel_fn(
         gets = default_gets if get is None else _check_get(get, "kernel_fn(get)")
         check_inputs(x1, x2)
         x1 = jnp.asarray(x1)
-        x2 = x1 if x2 is None else jnp.asarray(x2)
-        block = max(x1.shape[0], x2.shape[0]) if batch_size is None else batch_size
+        x2 = None if x2 is None else jnp.asarray(x2)
+        n = max(x1.shape[0], x1.shape[0] if x2 is None else x2.shape[0])
+        block = n if batch_size is None else batch_size
         names = tuple(g for g in GETS if g in gets)
-        per = _sample_kernels(
-            keys,
-            x1,
-            x2,
-            init_fn=init_fn,
-            apply_fn=apply_fn,
-            gets=names,
-            block=block,
-            group=group,
-            in_shape=(-1, *x1.shape[1:]),
-        )
+        # as in ntk_fn: also the matmuls inside apply_fn (TF32 on GPUs would cost ~1e-3)
+        with jax.default_matmul_precision("highest"):
+            per = _sample_kernels(
+                keys,
+                x1,
+                x2,
+                init_fn=init_fn,
+                apply_fn=apply_fn,
+                gets=names,
+                block=block,
+                group=group,
+                in_shape=(-1, *x1.shape[1:]),
+            )
         results = []
         for c in counts:
             means = {g: jnp.mean(per[g][:c], axis=0) for g in names}

@@ -2,10 +2,14 @@
 
 References: the infinite-width `kernel_fn` of `jaxdyn.nets` (for one hidden layer the
 Monte-Carlo estimates are unbiased at any width, so the error is pure sampling noise and falls
-as n_samples^-1/2), and, per sample, `jaxdyn.empirical_ntk` / the outputs of the sampled network.
+as n_samples^-1/2), and, per sample, the definition: the contraction of the sampled network's
+full parameter Jacobians (`jax.jacrev`, einsum) and the outputs' Gram.
 """
 
+import functools
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -13,6 +17,7 @@ import jaxdyn
 from jaxdyn import nets
 
 COUNTS = (4, 16, 64, 256, 1024)
+KEY = jax.random.PRNGKey(3)
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +86,66 @@ def test_batched_equals_unbatched_and_samples_are_empirical(net, estimates):
     np.testing.assert_allclose(estimates[0][0].ntk, ntk, rtol=1e-10)
 
 
+@functools.cache  # the unstructured MLP shares the MLP's reference
+def _definition(model, n_samples):
+    """Mean over the samples of f(x) f(x)^T / k and J(x) J(x)^T / k on x = [x1; x2], J the full
+    parameter Jacobian of the sampled network (jax.jacrev of the whole batch, contracted leaf by
+    leaf); its blocks are the kernels of x1 with itself and with x2."""
+    (init_fn, apply_fn), x1, x2, _, _ = _models()[model]
+    x = np.concatenate([x1, x2])
+
+    @jax.jit  # one compilation for all samples (eager jacrev of a conv net takes seconds)
+    def one(params):
+        f = apply_fn(params, x)
+        j = [
+            a.reshape(*a.shape[:2], -1)
+            for a in jax.tree_util.tree_leaves(jax.jacrev(apply_fn)(params, x))
+        ]
+        theta = sum(jnp.einsum("iap,jap->ij", a, a) for a in j)
+        return f @ f.T / f.shape[-1], theta / f.shape[-1]
+
+    keys = jax.random.split(KEY, n_samples)
+    per = [one(init_fn(k, (-1, *x1.shape[1:]))[1]) for k in keys]
+    return tuple(np.mean([np.asarray(p[i]) for p in per], axis=0) for i in (0, 1))
+
+
+def _models():
+    rng = np.random.default_rng(1)
+    mlp = nets.serial(nets.Dense(16, b_std=0.1), nets.Relu(), nets.Dense(3, b_std=0.1))
+    conv = nets.serial(
+        nets.Conv(3, (2, 2), strides=(2, 1), padding="SAME", b_std=0.1),
+        nets.Relu(),
+        nets.Flatten(),
+        nets.Dense(2, b_std=0.1),
+    )
+    # Without its linear_structure the MLP goes through ntk_fn's auto choice of jacobian/ntvp.
+    plain = (mlp[0], lambda p, x: mlp[1](p, x))
+    x1, x2 = rng.normal(size=(5, 4)), rng.normal(size=(3, 4))
+    c1, c2 = rng.normal(size=(3, 5, 4, 2)), rng.normal(size=(2, 5, 4, 2))
+    # (model, x1, x2, keyword arguments, the x2 arguments to check)
+    return {
+        "mlp": (mlp[:2], x1, x2, {}, (None, x2)),
+        "conv": (conv[:2], c1, c2, dict(batch_size=2), (None, c2)),
+        "mlp-unstructured-tiled": (plain, x1, x2, dict(batch_size=2, sample_batch_size=1), (None,)),
+    }
+
+
+@pytest.mark.parametrize("model", ["mlp", "conv", "mlp-unstructured-tiled"])
+def test_samples_equal_the_jacobian_contraction(model):
+    """Each estimate is the mean of the per-sample definition (x2 None: x1 with itself, and x2
+    given) to 1e-10 in float64: the structured / auto per-sample kernels are that quantity."""
+    (init_fn, apply_fn), x1, _, kwargs, others = _models()[model]
+    mc = jaxdyn.monte_carlo_kernel_fn(init_fn, apply_fn, KEY, 2, **kwargs)
+    n1 = x1.shape[0]
+    for other in others:
+        got = mc(x1, other)
+        cols = slice(0, n1) if other is None else slice(n1, None)
+        nngp, ntk = (k[:n1, cols] for k in _definition(model.split("-")[0], 2))
+        assert got.nngp.dtype == got.ntk.dtype == np.float64
+        np.testing.assert_allclose(got.nngp, nngp, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(got.ntk, ntk, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
@@ -97,3 +162,11 @@ def test_bad_arguments(net, kwargs, error, match):
         jaxdyn.monte_carlo_kernel_fn(
             args.pop("init_fn"), args.pop("apply_fn"), jax.random.PRNGKey(0), **args
         )
+
+
+def test_outputs_must_be_two_dimensional(net):
+    mc = jaxdyn.monte_carlo_kernel_fn(
+        net["init_fn"], lambda p, x: net["apply_fn"](p, x)[:, None], jax.random.PRNGKey(0), 2
+    )
+    with pytest.raises(ValueError, match=r"apply_fn\(params, x\)` must be an \(n, k\) array"):
+        mc(net["x1"])
