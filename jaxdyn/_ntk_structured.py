@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from jaxdyn import batching
 from jaxdyn import structure as jaxdyn_structure
-from jaxdyn._ntk_layout import HIGHEST, ApplyFn, Layout, contract
+from jaxdyn._ntk_layout import HIGHEST, ApplyFn, Layout, contract, traced_mean
 
 PyTree = Any
 Groups = dict[str, list[int]]
@@ -53,7 +53,8 @@ def linear_factors(structure, params, x, layout: Layout) -> list[dict[str, jax.A
     """Per linear layer, what its NTK part is made of (examples first, then outputs):
 
     - Dense: `{"h": (n, fan_in) layer inputs, "g": (n, *out, width) output gradients}`;
-    - Conv: `{"w": (n, *out, fh fw C width) per-example weight gradients,
+    - Conv: `{"w": (n, fh fw C, *out, width) per-example weight gradients (in the layout
+      their product makes: the Gram of a traced kernel then reads them as they are),
       "b": (n, *out, width) bias gradients or None}` (unscaled by `c_W`, `c_b`).
     """
     layers = structure.layers(params)
@@ -96,38 +97,37 @@ def linear_factors(structure, params, x, layout: Layout) -> list[dict[str, jax.A
             continue
         patches = conv_patches(h, layer.conv)  # (n, S, fh fw C)
         g = g.reshape((layout.out_size, n, -1, g.shape[-1]))  # (k, n, S, width)
-        w = jnp.moveaxis(_weight_gradients(patches, g), 0, 1)  # (n, k, P, width)
+        w, b = _weight_gradients(patches, g)  # (n, P, k, width), (n, k, width)
         out.append(
             {
-                "w": w.reshape((n, *layout.out_shape, -1)),
-                "b": None
-                if layer.b_leaf is None
-                else jnp.moveaxis(jnp.sum(g, axis=2), 0, 1).reshape(
-                    (n, *layout.out_shape, g.shape[-1])
-                ),
+                "w": w.reshape((n, w.shape[1], *layout.out_shape, g.shape[-1])),
+                "b": None if layer.b_leaf is None else b.reshape((n, *layout.out_shape, -1)),
             }
         )
     return out
 
 
-def _weight_gradients(patches: jax.Array, g: jax.Array) -> jax.Array:
-    """`(k, n, P, width)`: per-example, per-output weight gradients of a convolution, the sum
-    over positions of patch x output gradient, from `patches (n, S, P)`, `g (k, n, S, width)`.
+def _weight_gradients(patches: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`(n, P, k, width), (n, k, width)`: per-example, per-output weight gradients of a
+    convolution (the sum over positions of patch x output gradient) and bias gradients (the
+    sum of the output gradients), from `patches (n, S, P)`, `g (k, n, S, width)`.
 
     The contraction is memory-bound on CPUs, so it is arranged to move the least data: with
     few patch features (`P <= width`, a first layer), the patches are broadcast over the k
     outputs and each (output, example) pair is one small product; otherwise g is transposed
     once to `(n, S, k width)`, making one batched product over examples with all k outputs
     side by side (4x less time than either alternative for a 28x28x1 -> 32 -> 32 network).
+    The bias sums read the same arranged g.
     """
     k, n, _, width = g.shape
     dims = (((2,), (2,)), ((0, 1), (0, 1)))  # contract positions; batch (output, example)
     if patches.shape[-1] <= width:
         p = jnp.broadcast_to(patches, (k, *patches.shape))
-        return jax.lax.dot_general(p, g, dims, precision=HIGHEST)
+        w = jax.lax.dot_general(p, g, dims, precision=HIGHEST)
+        return jnp.transpose(w, (1, 2, 0, 3)), jnp.moveaxis(jnp.sum(g, axis=2), 0, 1)
     g_t = jnp.transpose(g, (1, 2, 0, 3)).reshape((n, g.shape[2], k * width))
     w = jnp.einsum("nsp,nsq->npq", patches, g_t, precision=HIGHEST)
-    return jnp.moveaxis(w.reshape((n, -1, k, width)), 2, 0)
+    return w.reshape((n, -1, k, width)), jnp.sum(g_t, axis=1).reshape((n, k, width))
 
 
 def conv_patches(h: jax.Array, spec) -> jax.Array:
@@ -153,6 +153,18 @@ def conv_patches(h: jax.Array, spec) -> jax.Array:
     return jnp.stack(slices, axis=3).reshape((h.shape[0], oh * ow, fh * fw * h.shape[3]))
 
 
+def _conv_weight_gram(w1: jax.Array, w2: jax.Array, layout: Layout) -> jax.Array:
+    """`(n1, n2, *pairs)` from conv weight gradients `(n, P, *out, width)`."""
+    if len(layout.traced) == len(layout.out_shape):  # every output axis summed: one product
+        gram = jnp.einsum(
+            "iz,jz->ij", w1.reshape((w1.shape[0], -1)), w2.reshape((w2.shape[0], -1)),
+            precision=HIGHEST,
+        )  # fmt: skip
+        return traced_mean(gram, layout)
+    flat = lambda w: jnp.moveaxis(w, 1, -2).reshape((*w.shape[:1], *w.shape[2:-1], -1))
+    return contract(flat(w1), flat(w2), layout)
+
+
 def linear_gram(layers, f1, f2, layout: Layout, groups: Groups) -> dict[str, jax.Array]:
     """`{group: kernel (n1, n2, *pairs)}` from the factors of x1 and x2."""
     part = {}
@@ -165,7 +177,7 @@ def linear_gram(layers, f1, f2, layout: Layout, groups: Groups) -> dict[str, jax
             if layer.b_leaf is not None:
                 part[layer.b_leaf] = layer.c_b**2 * gram_g
         else:
-            part[layer.w_leaf] = layer.c_W**2 * contract(a["w"], b["w"], layout)
+            part[layer.w_leaf] = layer.c_W**2 * _conv_weight_gram(a["w"], b["w"], layout)
             if layer.b_leaf is not None:
                 part[layer.b_leaf] = layer.c_b**2 * contract(a["b"], b["b"], layout)
     return {name: sum(part[i] for i in idx) for name, idx in groups.items()}

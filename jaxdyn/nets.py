@@ -49,6 +49,7 @@ from jaxdyn import infinite
 from jaxdyn._checks import check_array, check_float, check_int, describe, fail
 from jaxdyn._nets_conv import conv2d
 from jaxdyn._nets_kernel import KernelFn
+from jaxdyn._nets_piecewise import abrelu
 from jaxdyn._nets_structure import parallel_ops, serial_ops, serial_structure
 from jaxdyn.infinite import GETS, Kernel, KernelState
 from jaxdyn.structure import ConvSpec
@@ -419,9 +420,10 @@ def _conv_apply(
     """`Conv` on x (n, H, W, C) with params (W (fh, fw, C, out), b (out,) or None)."""
     W, b = _unpack(params, "Conv")
     _check_fan_in(f"Conv({W.shape[-1]})", x.shape, W, 2, "channels")
+    if param == "ntk":  # the scale on the (small) kernel: the backward pass then scales it only
+        W = W * (W_std / math.sqrt(math.prod(W.shape[:-1])))
     z = conv2d(x, W, tuple(spec.strides), spec.padding)  # fast gradients in loops too
     if param == "ntk":
-        z = (W_std / math.sqrt(math.prod(W.shape[:-1]))) * z
         return z if b is None else z + b_std * b[None, None, None, :]
     return z if b is None else z + b[None, None, None, :]
 
@@ -498,7 +500,7 @@ def ABRelu(a: float, b: float) -> Layer:
     a, b = check_float("a", a), check_float("b", b)
     return _activation(
         f"ABRelu({a}, {b})",
-        lambda x: a * jnp.minimum(x, 0) + b * jnp.maximum(x, 0),
+        lambda x: abrelu(x, a, b),  # one-pass derivative, same values
         functools.partial(infinite.abrelu_kernel, a=a, b=b),
     )
 
