@@ -9,9 +9,9 @@ are missing). tests/test_benchmarks.py checks that the README's table is what th
 renders from the committed JSON, so the README cannot drift from the measurements.
 
 Which results are used:
-  * files: without arguments, the newest file (by meta.date_utc, then name) of each kind:
-    `compare_nt` (side-by-side runs of compare_nt.py), `ntk` (ntk.py) and `nt_ntk`
-    (nt_reference/nt_ntk.py); tiny smoke-test runs and the per-side copies that
+  * files: without arguments, every `compare_nt` file (side-by-side runs of compare_nt.py)
+    and the newest file (by meta.date_utc, then name) of the other kinds, `ntk` (ntk.py) and
+    `nt_ntk` (nt_reference/nt_ntk.py); tiny smoke-test runs and the per-side copies that
     `compare_nt.py --write-sides` writes are ignored;
   * per workload and side (jaxdyn, NT) the first of those files with an ok result for it
     supplies that side's results, side-by-side (compare_nt) files first, then the newest: a
@@ -51,7 +51,11 @@ GOALS = {
     ("mlp", 20000): ("runs", None, None),
     ("cnn", 64): ("speedup", 10.0, "nt_best"),
 }
-WORKLOADS = {"mlp": "MLP 784-512-512-512-10", "cnn": "CNN 2x conv3x3(32)"}
+WORKLOADS = {
+    "mlp": "MLP 784-512-512-512-10",
+    "cnn": "CNN 2x conv3x3(32)",
+    "wrn": "WRN stem + 2 blocks conv3x3(32)",
+}
 
 
 class TableError(Exception):
@@ -102,12 +106,14 @@ def load(paths: list[str]) -> list[dict]:
 
 
 def discover(results_dir: str) -> list[str]:
-    """The newest file of each kind in `results_dir`."""
+    """Every side-by-side (compare_nt) file and the newest file of each other kind in
+    `results_dir` (per workload, `collect` then takes the newest that measured it)."""
     files = load(sorted(glob.glob(os.path.join(results_dir, "*.json"))))
     newest: dict[str, dict] = {}
     for f in files:  # newest first
         newest.setdefault(f["kind"], f)
-    return [f["path"] for f in newest.values()]
+    side_by_side = [f["path"] for f in files if f["kind"] == "compare_nt"]
+    return side_by_side + [f["path"] for k, f in newest.items() if k != "compare_nt"]
 
 
 def collect(files: list[dict]) -> tuple[list[dict], list[dict], list[str]]:
