@@ -42,12 +42,27 @@ TINY_WRN = {"hw": 6, "channels": 4, "blocks": 1, "out": 3}
 # --------------------------------------------------------------------------- models
 
 
+def _ntk_conv(h, layer):
+    """3x3 SAME convolution in NTK parameterization: `conv(h, W) / sqrt(fan_in) + b`."""
+    import numpy as np
+    from jax import lax
+
+    fan_in = layer["w"].shape[0] * layer["w"].shape[1] * layer["w"].shape[2]
+    out = lax.conv_general_dilated(
+        h,
+        layer["w"],
+        window_strides=(1, 1),
+        padding="SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+    return out / np.sqrt(fan_in) + layer["b"][None, None, None, :]
+
+
 def build_model(name: str, n: int, tiny: bool, x64: bool, seed: int = 0):
     """Returns `(apply_fn, params, x, k_outputs, num_params)` for workload `name`."""
     import jax
     import jax.numpy as jnp
     import numpy as np
-    from jax import lax
 
     dtype = jnp.float64 if x64 else jnp.float32
     # numpy draws, so both venvs (whose jax PRNG defaults differ) get identical params and inputs
@@ -83,20 +98,9 @@ def build_model(name: str, n: int, tiny: bool, x64: bool, seed: int = 0):
             "dense": {"w": normal((hw * hw * c, k_out)), "b": 0.1 * normal((k_out,))},
         }
 
-        def conv(h, layer):
-            fan_in = layer["w"].shape[0] * layer["w"].shape[1] * layer["w"].shape[2]
-            out = lax.conv_general_dilated(
-                h,
-                layer["w"],
-                window_strides=(1, 1),
-                padding="SAME",
-                dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            )
-            return out / np.sqrt(fan_in) + layer["b"][None, None, None, :]
-
         def apply_fn(p, x):
-            h = jax.nn.relu(conv(x, p["conv1"]))
-            h = jax.nn.relu(conv(h, p["conv2"]))
+            h = jax.nn.relu(_ntk_conv(x, p["conv1"]))
+            h = jax.nn.relu(_ntk_conv(h, p["conv2"]))
             h = h.reshape(h.shape[0], -1)
             return h @ p["dense"]["w"] / np.sqrt(h.shape[1]) + p["dense"]["b"][None, :]
 
@@ -110,22 +114,11 @@ def build_model(name: str, n: int, tiny: bool, x64: bool, seed: int = 0):
             "dense": {"w": normal((c, k_out)), "b": 0.1 * normal((k_out,))},
         }
 
-        def conv(h, layer):
-            fan_in = layer["w"].shape[0] * layer["w"].shape[1] * layer["w"].shape[2]
-            out = lax.conv_general_dilated(
-                h,
-                layer["w"],
-                window_strides=(1, 1),
-                padding="SAME",
-                dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            )
-            return out / np.sqrt(fan_in) + layer["b"][None, None, None, :]
-
         def apply_fn(p, x):
-            h = conv(x, p["convs"][0])
+            h = _ntk_conv(x, p["convs"][0])
             for i in range(1, len(p["convs"]), 2):  # x + conv(relu(conv(relu(x))))
-                r = conv(jax.nn.relu(h), p["convs"][i])
-                h = h + conv(jax.nn.relu(r), p["convs"][i + 1])
+                r = _ntk_conv(jax.nn.relu(h), p["convs"][i])
+                h = h + _ntk_conv(jax.nn.relu(r), p["convs"][i + 1])
             h = jnp.mean(jax.nn.relu(h), axis=(1, 2))
             return h @ p["dense"]["w"] / np.sqrt(h.shape[1]) + p["dense"]["b"][None, :]
 
