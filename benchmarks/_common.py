@@ -484,36 +484,6 @@ def mlp_matmul_flops(n: int, widths) -> dict:
     }
 
 
-def cnn_matmul_flops(n: int, tiny: bool) -> dict:
-    """Flops of the products the traced NTK of the benchmark CNN (3x3 SAME conv C_in -> c,
-    ReLU, 3x3 SAME conv c -> c, ReLU, flatten, dense k) cannot avoid, for n examples against
-    themselves, counted as 2 m n p per (m x p)(p x n) product, with S = hw^2 positions and
-    P_l = 9 C_l patch features:
-
-    * forward: each convolution `2 n S P_l c` and the dense layer `2 n S c k`;
-    * the k output-gradient backward passes for the batch: through the dense layer
-      `2 n k S c` (one-hot output gradients times the dense weights, a K = k product counted
-      as K = 1) and the transposed second convolution `2 n k S P_2 c` (none into the input);
-    * per-example weight gradients `patches^T G` of both convolutions, `2 n k S P_l c`;
-    * the traced Grams: weight gradients `2 n^2 k P_l c`, the dense input Gram `2 n^2 S c`
-      (biases: `2 n^2 k c`, negligible, included).
-    The Grams' symmetry is not used."""
-    cfg = TINY_CNN if tiny else CNN
-    hw, c, k = cfg["hw"], cfg["channels"], cfg["out"]
-    S, P = hw * hw, (9 * 1, 9 * c)
-    fwd = sum(2.0 * n * S * p * c for p in P) + 2.0 * n * S * c * k
-    bwd = 2.0 * n * k * S * c + 2.0 * n * k * S * P[1] * c
-    wgrad = sum(2.0 * n * k * S * p * c for p in P)
-    grams = sum(2.0 * n * n * k * (p + 1) * c for p in P) + 2.0 * n * n * (S * c + k)
-    return {
-        "forward": fwd,
-        "backward": bwd,
-        "weight_gradients": wgrad,
-        "grams": grams,
-        "total": fwd + bwd + wgrad + grams,
-    }
-
-
 def nets_params(name: str, params):
     """The hand-written workload's params in the layout of the equivalent `jaxdyn.nets.serial`
     network: a tuple with `(W, b)` per Dense/Conv layer and `()` per Relu/Flatten (the arrays

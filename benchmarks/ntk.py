@@ -17,11 +17,13 @@ and built with jaxdyn.nets.serial(Dense/Conv, Relu, Flatten), which carries
     jacobian or ntvp); only for n <= --slow-max-n (default 128: minutes per call above it);
   * structured: ntk_fn(method="structured") on the nets model;
   * auto_nets: ntk_fn(method="auto") on the nets model (n <= --auto-nets-max-n);
-  * matmul_floor (MLP only, n <= --floor-max-n): a bare jitted function doing exactly the
-    matrix products the structured method needs (forward pass, the k output-gradient backward
-    passes, per layer the input Gram and the output-gradient Gram) and nothing else; its time
-    is the floor the structured MLP results are compared with (`ratio_to_matmul_floor`,
-    `gflops_per_s` from the count in `_common.mlp_matmul_flops`).
+  * matmul_floor (MLP and CNN, n <= --floor-max-n; benchmarks/_floors.py): a bare jitted
+    function doing exactly the products the structured method needs (MLP: forward pass, the k
+    output-gradient backward passes, per layer the input Gram and the output-gradient Gram;
+    CNN: also the transposed convolution and the per-example weight-gradient products) and
+    nothing else; its time is the floor the structured results are compared with
+    (`ratio_to_matmul_floor`, `gflops_per_s` from `_common.mlp_matmul_flops` /
+    `_floors.cnn_matmul_flops`).
 Before timing a nets model the worker checks that its apply_fn equals the hand-written one on
 the first 8 examples (`nets_check`; a mismatch is an error result).
 
@@ -47,6 +49,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import _common as C
+import _floors as F
 
 SLOW_METHODS = ("jacobian", "ntvp", "auto")  # hand-written model
 NETS_METHODS = ("structured", "auto_nets")  # jaxdyn.nets model
@@ -113,129 +116,14 @@ def nets_model(name: str, tiny: bool, hw_apply, hw_params, x):
     return apply_fn, params, check
 
 
-def matmul_floor_fn(widths):
-    """`floor(params, x) -> (n, n)`: the traced NTK of the hand-written MLP computed with only
-    the matrix products of `_common.mlp_matmul_flops` (plus elementwise work): a forward pass
-    keeping each layer's input `h_l` and ReLU mask, the k output gradients `G_l (n, k, w_l)`
-    propagated back through the layers as a batch, and per layer
-    `(h_l h_l^T / d_l + 1) * (G_l G_l^T)` summed and divided by k."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    hi = jax.lax.Precision.HIGHEST
-    k = widths[-1]
-
-    def floor(params, x):
-        n, num = x.shape[0], len(params)
-        hs, masks, h = [], [], x
-        for i, layer in enumerate(params):
-            hs.append(h)
-            z = (
-                jnp.matmul(h, layer["w"], precision=hi) * (1.0 / np.sqrt(layer["w"].shape[0]))
-                + layer["b"]
-            )
-            if i < num - 1:
-                masks.append(z > 0)
-                h = jnp.maximum(z, 0)
-        g = jnp.broadcast_to(jnp.eye(k, dtype=x.dtype), (n, k, k))
-        gs = [None] * num
-        gs[-1] = g
-        for i in range(num - 1, 0, -1):
-            w = params[i]["w"]
-            g = jnp.matmul(g, w.T, precision=hi) * (1.0 / np.sqrt(w.shape[0]))
-            g = jnp.where(masks[i - 1][:, None, :], g, 0)
-            gs[i - 1] = g
-        out = None
-        for i in range(num):
-            hh = jnp.matmul(hs[i], hs[i].T, precision=hi)
-            g2 = gs[i].reshape(n, -1)
-            gg = jnp.matmul(g2, g2.T, precision=hi)
-            term = (hh * (1.0 / hs[i].shape[1]) + 1.0) * gg
-            out = term if out is None else out + term
-        return out / k
-
-    return jax.jit(floor)
-
-
-def conv_floor_fn(params, x):
-    """`floor(params, x, operands) -> (n, n)` and its `operands`: the traced NTK of the
-    hand-written CNN from only the products of `_common.cnn_matmul_flops`, each one XLA op:
-    the forward convolutions and dense product (keeping inputs and ReLU masks), the dense
-    backward product, the transposed second convolution on all n k output gradients at once,
-    the two per-example weight-gradient contractions and the traced Grams. The weight-gradient
-    contractions read `operands`, patches and output gradients made beforehand in the layout
-    the product wants (from the same network), so that no data movement is timed: the floor
-    is the products alone. Returns the same kernel as the structured method."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    from jax import lax
-
-    hi = lax.Precision.HIGHEST
-    dn = ("NHWC", "HWIO", "NHWC")
-    k = params["dense"]["w"].shape[1]
-
-    def conv(h, w):
-        return lax.conv_general_dilated(h, w, (1, 1), "SAME", dimension_numbers=dn, precision=hi)
-
-    def scale(w):
-        return 1.0 / np.sqrt(np.prod(w.shape[:-1]))
-
-    def patches(h):
-        return lax.conv_general_dilated_patches(h, (3, 3), (1, 1), "SAME", dimension_numbers=dn)
-
-    def backward(p, x):
-        """Forward pass and the k output gradients at both convolutions' outputs."""
-        n = x.shape[0]
-        z1 = conv(x, p["conv1"]["w"]) * scale(p["conv1"]["w"]) + p["conv1"]["b"]
-        h1 = jnp.maximum(z1, 0)
-        z2 = conv(h1, p["conv2"]["w"]) * scale(p["conv2"]["w"]) + p["conv2"]["b"]
-        h2 = jnp.maximum(z2, 0).reshape(n, -1)
-        wd = p["dense"]["w"] * scale(p["dense"]["w"])
-        g2 = jnp.matmul(jnp.eye(k, dtype=x.dtype), wd.T, precision=hi)  # (k, S c)
-        g2 = jnp.where(z2[None] > 0, g2.reshape(k, 1, *z2.shape[1:]), 0)  # (k, n, H, W, c)
-        w2 = jnp.flip(p["conv2"]["w"], (0, 1)).swapaxes(2, 3) * scale(p["conv2"]["w"])
-        g1 = conv(g2.reshape(-1, *z2.shape[1:]), w2).reshape(g2.shape)
-        g1 = jnp.where(z1[None] > 0, g1, 0)
-        return x, h1, h2, g1, g2
-
-    def layout(h, g):
-        """Patches (n, S, P) and gradients (n, S, k c): the weight-gradient product's operands."""
-        n = h.shape[0]
-        gt = jnp.transpose(g.reshape(k, n, -1, g.shape[-1]), (1, 2, 0, 3))
-        gt = gt.reshape(n, gt.shape[1], -1)
-        return patches(h).reshape(n, gt.shape[1], -1), gt
-
-    @jax.jit
-    def make_operands(p, x):
-        x, h1, _, g1, g2 = backward(p, x)
-        return layout(x, g1) + layout(h1, g2)
-
-    @jax.jit
-    def floor(p, x, ops):
-        n = x.shape[0]
-        _, _, h2, g1, g2 = backward(p, x)
-        # dense weights and bias: the same for each of the k outputs
-        out = k * (jnp.matmul(h2, h2.T, precision=hi) * scale(p["dense"]["w"]) ** 2 + 1.0)
-        for i, (pt, gt) in enumerate([ops[:2], ops[2:]]):
-            w = jnp.einsum("nsp,nsq->npq", pt, gt, precision=hi).reshape(n, -1)
-            b = jnp.sum((g1, g2)[i], axis=(2, 3)).reshape(-1, n).T  # bias gradients
-            out = out + jnp.matmul(w, w.T, precision=hi) * scale(p[f"conv{i + 1}"]["w"]) ** 2
-            out = out + jnp.matmul(b, b.T, precision=hi)
-        return out / k
-
-    return floor, make_operands(params, x)
-
-
 def _floor_worker(spec: dict, params, x, k, num_params, rss_before) -> dict:
     if spec["model"] == "cnn":
-        f, ops = conv_floor_fn(params, x)
+        f, ops = F.conv_floor_fn(params, x)
         timing = C.time_kernel(lambda: f(params, x, ops), spec["repeats"])
-        flops = C.cnn_matmul_flops(spec["n"], spec["tiny"])
+        flops = F.cnn_matmul_flops(spec["n"], spec["tiny"])
         return _floor_record(spec, k, num_params, timing, rss_before, flops)
     widths = C.mlp_widths(spec["tiny"])
-    f = matmul_floor_fn(widths)
+    f = F.matmul_floor_fn(widths)
     timing = C.time_kernel(lambda: f(params, x), spec["repeats"])
     flops = C.mlp_matmul_flops(spec["n"], widths)
     return _floor_record(spec, k, num_params, timing, rss_before, flops)
@@ -331,7 +219,7 @@ def worker(spec: dict) -> dict:
         flops = (
             C.mlp_matmul_flops(spec["n"], C.mlp_widths(spec["tiny"]))
             if spec["model"] == "mlp"
-            else C.cnn_matmul_flops(spec["n"], spec["tiny"])
+            else F.cnn_matmul_flops(spec["n"], spec["tiny"])
         )
         rec["matmul_flops"] = flops["total"]
         rec["gflops_per_s"] = flops["total"] / timing["median_s"] / 1e9
