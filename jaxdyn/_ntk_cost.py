@@ -85,15 +85,6 @@ def _forward_stats(apply_fn, params, x_example) -> tuple[float, float]:
     return max(flops, 2.0 * num_params), max(temp, float(math.prod(x_example.shape[1:])))
 
 
-# Rows per block of the structured method for models with convolutions (when memory allows
-# more): their backward passes stream (k, b, H, W, C) tensors, and blocks of 16 examples keep
-# them near the cache. Measured (2-core CPU, float32, benchmarks/ntk.py workloads): the
-# 2-conv CNN at n = 64 takes 0.29 s in blocks of 8 or 16 against 0.34 s at 32 and 0.38 s in
-# one block, at n = 256 1.29 s against 1.62 s; the WRN block network 0.93 s at 16 against
-# 0.90-1.0 s at 32-64 and 1.17 s at 4.
-CONV_BLOCK = 16
-
-
 class _StructuredSize(NamedTuple):
     """Per-example numbers of the structured method: floats of stored factors, floats alive
     while computing them, flops per example (beyond the backward passes) and per pair."""
@@ -206,17 +197,12 @@ def cost(
             1,
         )
 
-    has_conv = structure is not None and any(
-        layer.conv is not None for layer in structure.layers(params)
-    )
-
     def block(m: str) -> int:
         if batch_size is not None:
             return int(batch_size)
-        b = next(
+        return next(
             (b for b in _block_sizes(max(rows, n2)) if estimate(m, b, rows)[1] <= memory_budget), 1
         )
-        return min(b, CONV_BLOCK) if m == "structured" and has_conv else b
 
     blocks = {m: block(m) for m in methods}
     est = {m: estimate(m, blocks[m], rows) for m in methods}
