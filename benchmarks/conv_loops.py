@@ -9,7 +9,8 @@ with `nets.conv2d` replaced by the plain convolution for this run):
   * train_python: the same steps, one jitted gradient step per Python iteration;
   * ntk_blocked: the structured empirical NTK (traced) with `batch_size=--block`, i.e. one
     `lax.map` step per block of rows;
-  * ntk_one_block: the same kernel in one block (no loop).
+  * ntk_one_block: the same kernel with `batch_size=n` (Grams in one block; the factors of
+    conv models still go in blocks of `jaxdyn._ntk_structured.CONV_BLOCK` rows).
 Each: the first call (compile + run) apart from the median of --repeats calls.
 
 Output: benchmarks/results/conv_loops_<device>_<date>.json (or --out).
