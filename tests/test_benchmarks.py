@@ -49,6 +49,8 @@ def test_ntk_benchmark_writes_schema(tmp_path):
             "8",
             "--cnn-n",
             "4",
+            "--wrn-n",
+            "4",
             "--batch-sizes",
             "none",
             "4",
@@ -73,7 +75,8 @@ def test_ntk_benchmark_writes_schema(tmp_path):
     assert META_KEYS <= set(data["meta"])
     got = {(r["model"], r["batch_size"], r["variant"]): r for r in data["results"]}
     # mlp n=8: auto unbatched and b=4, structured and the floor unbatched (auto_nets only for
-    # n <= 4); cnn n=4: auto, structured and auto_nets unbatched (b=4 is not below n; no floor)
+    # n <= 4); cnn n=4: auto, structured, auto_nets and the floor unbatched (b=4 is not below
+    # n); wrn n=4: the same without a floor
     assert set(got) == {
         ("mlp", None, "auto"),
         ("mlp", 4, "auto"),
@@ -82,6 +85,10 @@ def test_ntk_benchmark_writes_schema(tmp_path):
         ("cnn", None, "auto"),
         ("cnn", None, "structured"),
         ("cnn", None, "auto_nets"),
+        ("cnn", None, "matmul_floor"),
+        ("wrn", None, "auto"),
+        ("wrn", None, "structured"),
+        ("wrn", None, "auto_nets"),
     }
     for key, r in got.items():
         if key == ("cnn", None, "structured") and r["status"] == "error":
@@ -105,6 +112,10 @@ def test_ntk_benchmark_writes_schema(tmp_path):
     ref = got[("mlp", None, "auto")]["kernel_trace"]
     for key in (("mlp", 4, "auto"), ("mlp", None, "structured"), ("mlp", None, "matmul_floor")):
         assert abs(got[key]["kernel_trace"] - ref) < 1e-3 * abs(ref), key
+    # the CNN's floor and the WRN's structured kernel: the same kernels as the generic method
+    for model, variant in (("cnn", "matmul_floor"), ("wrn", "structured")):
+        ref = got[(model, None, "auto")]["kernel_trace"]
+        assert abs(got[(model, None, variant)]["kernel_trace"] - ref) < 1e-3 * abs(ref), model
     # the jaxdyn.nets models are the hand-written ones (checked by the worker on 8 examples)
     for key in (("mlp", None, "structured"), ("cnn", None, "auto_nets")):
         r = got[key]
