@@ -5,8 +5,8 @@ Reverse mode turns the input tangent of `conv(x, W)` into a convolution with the
 kernel whose input and output feature axes are swapped (`dim_labels ..._01oi`). At the top
 level of a program XLA's CPU compiler transposes that kernel into the layout its fast
 convolution needs; inside a `while` loop (`lax.scan`, `lax.map`, `fori_loop`) it does not, and
-falls back to a generic loop nest: 15-40x slower (jax-ml/jax#12868). Training a conv net under
-`lax.scan` (every `jaxdyn.train.trajectory`) and the blocked structured NTK of conv nets (one
+falls back to a generic loop nest, 25-50x slower (measured; jax-ml/jax#12868). Training a conv
+net under `lax.scan` (every `jaxdyn.train.trajectory`) and the blocked structured NTK of conv nets (one
 `lax.map` step per block) hit exactly that case.
 
 Here the input tangent is written against a materialized copy of the kernel with swapped

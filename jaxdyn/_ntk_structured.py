@@ -125,7 +125,8 @@ def _weight_gradients(patches: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.
     few patch features (`P <= width`, a first layer), the patches are broadcast over the k
     outputs and each (output, example) pair is one small product; otherwise g is transposed
     once to `(n, S, k width)`, making one batched product over examples with all k outputs
-    side by side (4x less time than either alternative for a 28x28x1 -> 32 -> 32 network).
+    side by side (28x28x1 -> 32 -> 32 network, n = 64: the broadcast takes 1/4 of the transpose's
+    time on the first layer, the transpose 1/1.3-1/2.3 of the alternatives' on the second).
     The bias sums read the same arranged g.
     """
     k, n, _, width = g.shape
