@@ -6,8 +6,8 @@ kernel whose input and output feature axes are swapped (`dim_labels ..._01oi`). 
 level of a program XLA's CPU compiler transposes that kernel into the layout its fast
 convolution needs; inside a `while` loop (`lax.scan`, `lax.map`, `fori_loop`) it does not, and
 falls back to a generic loop nest, 25-50x slower (measured; jax-ml/jax#12868). Training a conv
-net under `lax.scan` (every `jaxdyn.train.trajectory`) and the blocked structured NTK of conv nets (one
-`lax.map` step per block) hit exactly that case.
+net under `lax.scan` (every `jaxdyn.train.trajectory`) and the blocked structured NTK of conv
+nets (one `lax.map` step per block) hit exactly that case.
 
 Here the input tangent is written against a materialized copy of the kernel with swapped
 feature axes, `W_oi (fh, fw, out, C)`, kept apart by `lax.optimization_barrier` so XLA cannot
