@@ -22,6 +22,12 @@ except ImportError as err:  # a clear hint instead of a bare ModuleNotFoundError
     ) from err
 
 NOTEBOOKS = sorted((pathlib.Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+# The longest analysis notebooks (10-15 s each on 2 cores) run with -m slow, to keep the
+# default suite under its 6-minute budget; their experiments have default tests of their own.
+SLOW_NOTEBOOKS = {"condensation.ipynb", "representation_dynamics.ipynb"}
+NOTEBOOKS = [
+    pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW_NOTEBOOKS else p for p in NOTEBOOKS
+]
 KERNEL = "jaxdyn-test-python"
 PNG_MAGIC = b"\x89PNG"
 # Inserted (in memory) after each figure cell: the figure's axes labels and titles, for the test.
