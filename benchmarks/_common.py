@@ -181,6 +181,36 @@ def _kernel_checks(out) -> dict:
     }
 
 
+def time_calls(fn, repeats: int) -> tuple[dict, object]:
+    """`(timing, first output)` of a jax call: the first call (compile + one run) apart from
+    `repeats` timed calls, wall and CPU time (user + sys of every thread of this process).
+
+    With `repeats=0` the first call, compile included, stands in for the medians and
+    `median_from_first_call` says so."""
+    import jax
+    import numpy as np
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = jax.block_until_ready(fn())
+    first, first_cpu = time.perf_counter() - t0, time.process_time() - c0
+    times, cpus = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return {
+        "first_call_s": first,
+        "first_call_cpu_s": first_cpu,
+        "times_s": times,
+        "cpu_times_s": cpus,
+        "median_s": float(np.median(times)) if times else first,
+        "median_cpu_s": float(np.median(cpus)) if cpus else first_cpu,
+        "median_from_first_call": not times,
+        "compile_s_est": max(first - float(np.median(times)), 0.0) if times else None,
+    }, out
+
+
 def time_kernel(call, repeats: int) -> dict:
     """First call (compile + one run) timed separately, then `repeats` timed calls.
 

@@ -25,34 +25,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import _common as C  # noqa: E402
-
-
-def _time(fn, repeats: int) -> tuple[dict, object]:
-    import jax
-    import numpy as np
-
-    t0, c0 = time.perf_counter(), time.process_time()
-    out = jax.block_until_ready(fn())
-    first, first_cpu = time.perf_counter() - t0, time.process_time() - c0
-    walls, cpus = [], []
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        jax.block_until_ready(fn())
-        walls.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
-    return {
-        "first_call_s": first,
-        "first_call_cpu_s": first_cpu,
-        "times_s": walls,
-        "median_s": float(np.median(walls)) if walls else float("nan"),
-        "median_cpu_s": float(np.median(cpus)) if cpus else float("nan"),
-    }, out
 
 
 def bench_width(args, width: int, dtype) -> dict:
@@ -94,9 +71,9 @@ def bench_width(args, width: int, dtype) -> dict:
 
         return jax.vmap(one)(p0s, alphas)
 
-    t_v, (params0, res) = _time(vmapped, args.repeats)
-    t_l, outs = _time(loop, args.repeats)
-    t_f, _ = _time(lambda: floor(p0s, alphas), args.repeats)
+    t_v, (params0, res) = C.time_calls(vmapped, args.repeats)
+    t_l, outs = C.time_calls(loop, args.repeats)
+    t_f, _ = C.time_calls(lambda: floor(p0s, alphas), args.repeats)
     rd_v = np.asarray(jax.vmap(cond.relative_distance)(res.params, params0))
     rd_l = np.array([float(cond.relative_distance(o.params, p0)) for o, p0 in zip(outs, starts)])
     row = dict(

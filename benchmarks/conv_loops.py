@@ -21,27 +21,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import _common as C
-
-
-def _time(fn, repeats: int) -> dict:
-    import jax
-    import numpy as np
-
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return {"first_call_s": first, "times_s": times, "median_s": float(np.median(times))}
 
 
 def run(args, impl: str) -> dict:
@@ -85,10 +69,10 @@ def run(args, impl: str) -> dict:
         blocked = jaxdyn.ntk_fn(apply_fn, method="structured", batch_size=args.block)
         single = jaxdyn.ntk_fn(apply_fn, method="structured", batch_size=args.n)
         out = {
-            "train_scan": _time(lambda: scan(params), args.repeats),
-            "train_python": _time(python_loop, args.repeats),
-            "ntk_blocked": _time(lambda: blocked(x, None, params), args.repeats),
-            "ntk_one_block": _time(lambda: single(x, None, params), args.repeats),
+            "train_scan": C.time_calls(lambda: scan(params), args.repeats)[0],
+            "train_python": C.time_calls(python_loop, args.repeats)[0],
+            "ntk_blocked": C.time_calls(lambda: blocked(x, None, params), args.repeats)[0],
+            "ntk_one_block": C.time_calls(lambda: single(x, None, params), args.repeats)[0],
         }
         for name, r in out.items():
             print(f"[{impl}] {name}: median {r['median_s']:.4g} s", flush=True)

@@ -29,33 +29,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import _common as C
-
-
-def _time(fn, repeats: int) -> dict:
-    import jax
-    import numpy as np
-
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    median = float(np.median(times)) if times else float("nan")
-    return {
-        "first_call_s": first,
-        "times_s": times,
-        "median_s": median,
-        "compile_s_est": max(first - median, 0.0) if times else first,
-    }, out
 
 
 def _mlp(key, d_in, width, k, dtype):
@@ -116,10 +94,10 @@ def closed_form_vs_scan(args, dtype) -> dict:
 
     cached = jaxdyn.dynamics.mse(kmat, y, learning_rate=lr, kind="gd")
     _ = cached.eigenvalues  # factorised once; every timed call below only evaluates
-    t_eval, _ = _time(lambda: cached(ts, f0), args.repeats)
-    t_cf, f_cf = _time(closed_form, args.repeats)
-    t_cf64, f_cf64 = _time(closed_form_f64, args.repeats)
-    t_scan, f_scan = _time(lambda: scan_gd(f0, kmat, y), args.repeats)
+    t_eval, _ = C.time_calls(lambda: cached(ts, f0), args.repeats)
+    t_cf, f_cf = C.time_calls(closed_form, args.repeats)
+    t_cf64, f_cf64 = C.time_calls(closed_form_f64, args.repeats)
+    t_scan, f_scan = C.time_calls(lambda: scan_gd(f0, kmat, y), args.repeats)
     diff = float(jnp.max(jnp.abs(jnp.asarray(f_cf) - f_scan)))
     # float64 reference on the kernel's exact (float32) entries: f_t = f0 + V diag((1-a)^t - 1) V^T r0.
     k64 = np.asarray(kmat, np.float64)
@@ -196,8 +174,8 @@ def ensemble(args, dtype) -> dict:
 
     single = jax.jit(one)
     batched = jax.jit(jax.vmap(one))
-    t_vmap, f_vmap = _time(lambda: batched(stacked), args.repeats)
-    t_seq, f_seq = _time(lambda: [single(p) for p in params], args.repeats)
+    t_vmap, f_vmap = C.time_calls(lambda: batched(stacked), args.repeats)
+    t_seq, f_seq = C.time_calls(lambda: [single(p) for p in params], args.repeats)
     diff = float(np.max(np.abs(np.asarray(f_vmap) - np.stack([np.asarray(f) for f in f_seq]))))
     return {
         "seeds": args.seeds,
@@ -250,8 +228,8 @@ def scan_vs_loop(args, dtype) -> dict:
                 rec.append(outputs(p))
         return jax.numpy.stack(rec)
 
-    t_scan, f_scan = _time(lambda: scan(p0), args.repeats)
-    t_loop, f_loop = _time(loop, args.repeats)
+    t_scan, f_scan = C.time_calls(lambda: scan(p0), args.repeats)
+    t_loop, f_loop = C.time_calls(loop, args.repeats)
     diff = float(np.max(np.abs(np.asarray(f_scan) - np.asarray(f_loop))))
     return {
         "n": args.traj_n,

@@ -39,32 +39,6 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else float("nan")
 
 
-def _time(fn, repeats: int) -> tuple[dict, object]:
-    import jax
-    import numpy as np
-
-    t0, c0 = time.perf_counter(), _cpu()
-    out = jax.block_until_ready(fn())
-    first, first_cpu = time.perf_counter() - t0, _cpu() - c0
-    times, cpus = [], []
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), _cpu()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-        cpus.append(_cpu() - c0)
-    return {
-        "first_call_s": first,
-        "first_call_cpu_s": first_cpu,
-        "times_s": times,
-        "cpu_times_s": cpus,
-        # no repeats: the first call (compile included) stands in, and says so
-        "median_s": float(np.median(times)) if times else first,
-        "median_cpu_s": float(np.median(cpus)) if cpus else first_cpu,
-        "median_from_first_call": not times,
-        "compile_s_est": max(first - float(np.median(times)), 0.0) if times else None,
-    }, out
-
-
 def matmul_floor(batch_size: int):
     """The filter's matrix products alone: row blocks of `x_b @ x.T`, each reduced."""
     import functools
@@ -96,9 +70,11 @@ def filter_bench(args) -> list[dict]:
         x = jnp.asarray(rng.uniform(0, 1, size=(n, args.dim)), jnp.float32)
         y = jnp.asarray(rng.normal(size=(n, args.k)), jnp.float32)
         batch = frequency.default_filter_batch(n)
-        t_f, y_low = _time(lambda x=x, y=y: frequency.gaussian_filter(y, x, args.delta), repeats)
+        t_f, y_low = C.time_calls(
+            lambda x=x, y=y: frequency.gaussian_filter(y, x, args.delta), repeats
+        )
         floor = matmul_floor(batch)
-        t_m, _ = _time(lambda x=x, floor=floor: floor(x), repeats)
+        t_m, _ = C.time_calls(lambda x=x, floor=floor: floor(x), repeats)
         f_floor = 2.0 * n * n * args.dim
         f_filter = 2.0 * n * n * (args.dim + args.k)
         row = {
@@ -152,9 +128,9 @@ def seeds_bench(args) -> dict:
         return traj.f_train[-1]
 
     vmapped, single = jax.jit(jax.vmap(one)), jax.jit(one)
-    t_v, f_v = _time(lambda: vmapped(params), args.repeats)
+    t_v, f_v = C.time_calls(lambda: vmapped(params), args.repeats)
     seeds = [jax.tree_util.tree_map(lambda a, s=s: a[s], params) for s in range(args.seeds)]
-    t_l, f_l = _time(lambda: jnp.stack([single(p) for p in seeds]), args.repeats)
+    t_l, f_l = C.time_calls(lambda: jnp.stack([single(p) for p in seeds]), args.repeats)
     return {
         "seeds": args.seeds,
         "widths": list(args.widths),

@@ -48,27 +48,6 @@ MC_INPUT_SEED, MC_KEY = 1, 0
 SECTIONS = ("matrix_free", "monte_carlo")
 
 
-def _time(fn, repeats: int):
-    import jax
-    import numpy as np
-
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    median = float(np.median(times)) if times else float("nan")
-    return {
-        "first_call_s": first,
-        "times_s": times,
-        "median_s": median,
-        "compile_s_est": max(first - median, 0.0) if times else first,
-    }, out
-
-
 def matrix_free_vs_dense(args, dtype) -> list[dict]:
     return [_size_row(args, dtype, n) for n in args.sizes]
 
@@ -109,11 +88,11 @@ def _size_row(args, dtype, n: int) -> dict:
         krylov_dim=args.krylov_dim,
         mean_diagonal=mean_diag,
     )
-    row["cg"], (_, test_cg) = _time(lambda: free(None, f0, f0_test, vp_test), args.repeats)
+    row["cg"], (_, test_cg) = C.time_calls(lambda: free(None, f0, f0_test, vp_test), args.repeats)
     row["cg"]["products"] = free.info.products
     row["cg"]["residual"] = free.info.error
     t = np.array([args.t])
-    row["lanczos"], (_, test_lz) = _time(lambda: free(t, f0, f0_test, vp_test), args.repeats)
+    row["lanczos"], (_, test_lz) = C.time_calls(lambda: free(t, f0, f0_test, vp_test), args.repeats)
     row["lanczos"]["products"] = free.info.products
     row["lanczos"]["error_estimate"] = free.info.error
     if n <= args.dense_max_n:
@@ -124,7 +103,7 @@ def _size_row(args, dtype, n: int) -> dict:
             pred = jaxdyn.dynamics.mse(k, y, diag_reg=args.diag_reg)
             return pred(None, f0, f0_test, kt), pred(t, f0, f0_test, kt)
 
-        row["dense"], ((_, test_inf), (_, test_t)) = _time(dense, args.repeats)
+        row["dense"], ((_, test_inf), (_, test_t)) = C.time_calls(dense, args.repeats)
         row["max_abs_diff_cg_vs_dense"] = float(jnp.max(jnp.abs(test_cg - test_inf)))
         row["max_abs_diff_lanczos_vs_dense"] = float(jnp.max(jnp.abs(test_lz - test_t)))
         row["speedup_cg_vs_dense"] = row["dense"]["median_s"] / row["cg"]["median_s"]

@@ -42,31 +42,6 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else float("nan")
 
 
-def _time(fn, repeats: int) -> tuple[dict, object]:
-    import jax
-    import numpy as np
-
-    t0, c0 = time.perf_counter(), _cpu()
-    out = jax.block_until_ready(fn())
-    first, first_cpu = time.perf_counter() - t0, _cpu() - c0
-    times, cpus = [], []
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), _cpu()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-        cpus.append(_cpu() - c0)
-    median = float(np.median(times)) if times else float("nan")
-    return {
-        "first_call_s": first,
-        "first_call_cpu_s": first_cpu,
-        "times_s": times,
-        "cpu_times_s": cpus,
-        "median_s": median,
-        "median_cpu_s": float(np.median(cpus)) if cpus else float("nan"),
-        "compile_s_est": max(first - median, 0.0) if times else first,
-    }, out
-
-
 def _settings(args, **kw):
     from jaxdyn.experiments import modular_addition as ma
 
@@ -136,10 +111,12 @@ def layout(args) -> dict:
     tr_idx = jnp.asarray(np.stack([np.flatnonzero(m) for m in np.asarray(g.train_mask)]))
     grid = ma.trainer(args.d, s.learning_rate, s.epochs, s.record_every)
     gather = _gather_trainer(args.d, s.learning_rate, s.epochs)
-    t_grid, (p_grid, _) = _time(
+    t_grid, (p_grid, _) = C.time_calls(
         lambda: grid(g.params, g.train_mask, g.test_mask, g.weight_decay), args.repeats
     )
-    t_gather, p_gather = _time(lambda: gather(g.params, tr_idx, g.weight_decay), args.repeats)
+    t_gather, p_gather = C.time_calls(
+        lambda: gather(g.params, tr_idx, g.weight_decay), args.repeats
+    )
     runs = len(g.runs)
     return {
         "d": args.d,
@@ -178,10 +155,10 @@ def sweep_vs_loop(args) -> dict:
             g.weight_decay[sl],
         )[0]
 
-    t_vmap, p_vmap = _time(
+    t_vmap, p_vmap = C.time_calls(
         lambda: train(g.params, g.train_mask, g.test_mask, g.weight_decay)[0], args.repeats
     )
-    t_loop, p_loop = _time(lambda: [one(r) for r in range(runs)], args.repeats)
+    t_loop, p_loop = C.time_calls(lambda: [one(r) for r in range(runs)], args.repeats)
     p_loop = jax.tree_util.tree_map(lambda *x: jax.numpy.concatenate(x), *p_loop)
     return {
         "d": args.d,
@@ -212,7 +189,7 @@ def large(args) -> dict:
     )
     g = ma.group_inputs(s, args.large_d, args.large_width)
     train = ma.trainer(args.large_d, s.learning_rate, s.epochs, s.record_every)
-    t, (_, hist) = _time(
+    t, (_, hist) = C.time_calls(
         lambda: train(g.params, g.train_mask, g.test_mask, g.weight_decay), args.repeats
     )
     key = "median" if args.repeats else "first_call"

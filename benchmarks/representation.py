@@ -39,31 +39,6 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else float("nan")
 
 
-def _time(fn, repeats: int) -> tuple[dict, object]:
-    import jax
-    import numpy as np
-
-    t0, c0 = time.perf_counter(), _cpu()
-    out = jax.block_until_ready(fn())
-    first, first_cpu = time.perf_counter() - t0, _cpu() - c0
-    times, cpus = [], []
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), _cpu()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-        cpus.append(_cpu() - c0)
-    median = float(np.median(times)) if times else float("nan")
-    return {
-        "first_call_s": first,
-        "first_call_cpu_s": first_cpu,
-        "times_s": times,
-        "cpu_times_s": cpus,
-        "median_s": median,
-        "median_cpu_s": float(np.median(cpus)) if cpus else float("nan"),
-        "compile_s_est": max(first - median, 0.0) if times else first,
-    }, out
-
-
 def _setup(args, epochs=None, record_every=None):
     import jax.numpy as jnp
 
@@ -98,7 +73,7 @@ def sweep_vs_loop(args) -> dict:
     import numpy as np
 
     runs, params0, train = _setup(args)
-    t_vmap, out_vmap = _time(lambda: train(params0)["observed"], args.repeats)
+    t_vmap, out_vmap = C.time_calls(lambda: train(params0)["observed"], args.repeats)
 
     def loop():
         return [
@@ -106,7 +81,7 @@ def sweep_vs_loop(args) -> dict:
             for r in range(len(runs))
         ]
 
-    t_loop, out_loop = _time(loop, args.repeats)
+    t_loop, out_loop = C.time_calls(loop, args.repeats)
     stacked = np.concatenate(out_loop)
     diff = float(np.max(np.abs(stacked - out_vmap)) / np.max(np.abs(out_vmap)))
     return {
@@ -148,9 +123,11 @@ def fit(args) -> dict:
 
         rep._solve = counted  # count the solves of one fit (restored below)
         try:
-            t, res = _time(lambda: rep.fit_rates(obs, run["t"], 1.0, 0.5).curves, 0)
+            t, res = C.time_calls(lambda: rep.fit_rates(obs, run["t"], 1.0, 0.5).curves, 0)
             solves = calls["n"]
-            t_rep, _ = _time(lambda: rep.fit_rates(obs, run["t"], 1.0, 0.5).curves, args.repeats)
+            t_rep, _ = C.time_calls(
+                lambda: rep.fit_rates(obs, run["t"], 1.0, 0.5).curves, args.repeats
+            )
         finally:
             rep._solve = solve
         f = rep.fit_rates(obs, run["t"], 1.0, 0.5)
